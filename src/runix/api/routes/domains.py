@@ -1,0 +1,34 @@
+"""/projects/{project}/domains"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from runix.api.deps import Ctx, CurrentAccount, Db
+from runix.api.errors import AUTHED, responses
+from runix.schemas import DomainCreate, DomainPublic
+from runix.services import domains
+
+router = APIRouter(prefix="/projects/{project}/domains", tags=["domains"], responses=AUTHED)
+
+
+@router.post("", status_code=201, response_model=DomainPublic, responses=responses(403, 409))
+def add_domain(project: str, body: DomainCreate, account: CurrentAccount, ctx: Ctx, db: Db) -> DomainPublic:
+    """Attaches a domain; create the TXT record in `verification`, then call verify."""
+    return domains.public(domains.add(ctx, db, account, project, body.name))
+
+
+@router.get("", response_model=list[DomainPublic])
+def list_domains(project: str, account: CurrentAccount, db: Db) -> list[DomainPublic]:
+    return [domains.public(d) for d in domains.list_for(db, account, project)]
+
+
+@router.post("/{name}/verify", response_model=DomainPublic)
+def verify_domain(project: str, name: str, account: CurrentAccount, ctx: Ctx, db: Db) -> DomainPublic:
+    """Looks up the TXT record; once verified the domain serves the production deployment."""
+    return domains.public(domains.verify(ctx, db, account, project, name))
+
+
+@router.delete("/{name}", response_model=DomainPublic)
+def remove_domain(project: str, name: str, account: CurrentAccount, ctx: Ctx, db: Db) -> DomainPublic:
+    return domains.public(domains.remove(ctx, db, account, project, name))

@@ -1,0 +1,1 @@
+"""The deploy pipeline: source -> build -> release -> run -> route."""

@@ -1,0 +1,161 @@
+"""Request and response bodies of the REST API: `XCreate` / `XUpdate` in, `XPublic` out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+EnvTarget = Literal["production", "preview", "development"]
+DeployTarget = Literal["production", "preview"]
+DeploymentStatus = Literal["QUEUED", "BUILDING", "DEPLOYING", "READY", "ERROR", "CANCELED"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="What went wrong, in words a person can act on.")
+    code: str = Field(description="UPPER_SNAKE error code, e.g. NOT_FOUND.")
+    details: Any | None = None
+
+
+# Auth and account
+class EmailSignIn(Strict):
+    email: EmailStr
+
+
+class EmailSent(BaseModel):
+    sent: bool
+
+
+class EmailVerify(Strict):
+    email: EmailStr
+    code: str = Field(min_length=1, max_length=32)
+
+
+class UserPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    email: str
+    name: str | None
+    plan: str
+    created_at: datetime
+
+
+class SessionPublic(BaseModel):
+    token: str
+    expires_at: datetime | None
+    user: UserPublic
+
+
+class CliTokenCreate(Strict):
+    name: str | None = Field(None, min_length=1, max_length=100)
+
+
+class TokenPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    name: str
+    kind: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(description="The token itself. It is shown only this once.")
+
+
+class LoggedOut(BaseModel):
+    revoked: bool
+
+
+# Projects
+class ProjectSettings(Strict):
+    framework: str | None = Field(None, max_length=30)
+    install_command: str | None = Field(None, max_length=2000)
+    build_command: str | None = Field(None, max_length=2000)
+    start_command: str | None = Field(None, max_length=2000)
+    root_directory: str | None = Field(None, max_length=255)
+
+
+class ProjectCreate(ProjectSettings):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class ProjectUpdate(ProjectSettings):
+    name: str | None = Field(None, min_length=1, max_length=100)
+
+
+class ProjectPublic(BaseModel):
+    id: str
+    name: str
+    framework: str | None
+    install_command: str | None
+    build_command: str | None
+    start_command: str | None
+    root_directory: str | None
+    production_deployment_id: str | None
+    urls: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+# Environment variables
+class EnvVarCreate(Strict):
+    key: str = Field(min_length=1, max_length=256)
+    value: str = Field(max_length=65536)
+    targets: list[EnvTarget] = Field(default_factory=lambda: ["production", "preview", "development"], min_length=1)
+    type: Literal["plain", "sensitive"] = "plain"
+
+
+class EnvVarUpdate(Strict):
+    key: str | None = Field(None, min_length=1, max_length=256)
+    value: str | None = Field(None, max_length=65536)
+    targets: list[EnvTarget] | None = Field(None, min_length=1)
+    type: Literal["plain", "sensitive"] | None = None
+
+
+class EnvVarPublic(BaseModel):
+    id: str
+    key: str
+    value: str | None = Field(description="Omitted (null) for sensitive variables.")
+    targets: list[EnvTarget]
+    type: Literal["plain", "sensitive"]
+    created_at: datetime
+    updated_at: datetime
+
+
+# Domains
+class DomainCreate(Strict):
+    name: str = Field(min_length=1, max_length=253)
+
+
+class DomainVerification(BaseModel):
+    type: Literal["TXT"]
+    name: str
+    value: str
+
+
+class DomainPublic(BaseModel):
+    id: str
+    name: str
+    project_id: str
+    verified: bool
+    verification: DomainVerification
+    created_at: datetime
+    verified_at: datetime | None
+
+
+# Billing
+class PlanChange(Strict):
+    plan: Literal["hobby", "pro", "enterprise"]
+
+
+class BillingPublic(BaseModel):
+    plan: str
+    limits: dict[str, int | None]
+    usage: dict[str, int]
+    plans: list[dict[str, Any]]

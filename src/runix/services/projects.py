@@ -1,0 +1,112 @@
+"""Projects: create, list, read, change settings, delete."""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from runix import names
+from runix.context import Runix
+from runix.db.models import Account, Domain, Project
+from runix.errors import Conflict, Forbidden, NotFound
+from runix.ids import new_id
+from runix.plans import get_plan
+from runix.schemas import ProjectCreate, ProjectPublic, ProjectUpdate
+from runix.services.pagination import Page, page
+
+SETTINGS_FIELDS = ("framework", "install_command", "build_command", "start_command", "root_directory")
+
+
+def get(s: Session, account: Account, ref: str) -> Project:
+    """A project of this account, by id (`prj_…`) or name. Another account's project is simply not found."""
+    column = Project.id if ref.startswith("prj_") else Project.name
+    project = s.scalars(select(Project).where(Project.account_id == account.id, column == ref)).first()
+    if project is None:
+        raise NotFound(f"Project '{ref}' not found")
+    return project
+
+
+def count(s: Session, account: Account) -> int:
+    return s.scalar(select(func.count()).select_from(Project).where(Project.account_id == account.id)) or 0
+
+
+def _free_slug(s: Session, name: str) -> str:
+    """The global host label: the name itself if nobody uses it, else the name with a short suffix."""
+    candidate = name
+    while s.scalar(select(Project.id).where(Project.slug == candidate)) is not None:
+        candidate = f"{name[:40]}-{secrets.token_hex(3)}"
+    return candidate
+
+
+def create(ctx: Runix, s: Session, account: Account, body: ProjectCreate) -> Project:
+    name = names.project_name(body.name)
+    limit = get_plan(account.plan).projects
+    if limit is not None and count(s, account) >= limit:
+        raise Forbidden(f"Your {account.plan} plan allows {limit} projects. Delete one or change plan (GET /billing).")
+    if s.scalar(select(Project.id).where(Project.account_id == account.id, Project.name == name)):
+        raise Conflict(f"You already have a project named '{name}'")
+    project = Project(id=new_id("prj"), account_id=account.id, name=name, slug=_free_slug(s, name),
+                      **{f: _clean(getattr(body, f)) for f in SETTINGS_FIELDS})
+    s.add(project)
+    try:
+        s.commit()
+    except IntegrityError as exc:  # a concurrent create of the same name
+        s.rollback()
+        raise Conflict(f"You already have a project named '{name}'") from exc
+    return project
+
+
+def _clean(value: str | None) -> str | None:
+    value = value.strip() if isinstance(value, str) else value
+    return value or None
+
+
+def list_page(s: Session, account: Account, limit: int | None, cursor: str | None) -> Page[Project]:
+    return page(s, select(Project).where(Project.account_id == account.id), Project.id, limit, cursor)
+
+
+def update(ctx: Runix, s: Session, account: Account, ref: str, body: ProjectUpdate) -> Project:
+    project = get(s, account, ref)
+    changes = body.model_dump(exclude_unset=True)
+    if "name" in changes and changes["name"] is not None:
+        new_name = names.project_name(changes.pop("name"))
+        if new_name != project.name:
+            if s.scalar(select(Project.id).where(Project.account_id == account.id, Project.name == new_name)):
+                raise Conflict(f"You already have a project named '{new_name}'")
+            project.name = new_name
+    changes.pop("name", None)
+    for field, value in changes.items():
+        setattr(project, field, _clean(value))
+    s.commit()
+    return project
+
+
+def delete(ctx: Runix, s: Session, account: Account, ref: str) -> Project:
+    """Deletes the project: its deployments stop, its domains are freed, its env vars are gone."""
+    project = get(s, account, ref)
+    if ctx.deployer is not None:
+        ctx.deployer.stop_project(project.id)
+    s.delete(project)
+    s.commit()
+    ctx.routes_changed()
+    return project
+
+
+def urls(ctx: Runix, s: Session, project: Project) -> list[str]:
+    """Where production is served: the project's host and every verified custom domain."""
+    out = [ctx.app_url(project.slug)]
+    out += [ctx.domain_url(d) for d in s.scalars(
+        select(Domain.name).where(Domain.project_id == project.id, Domain.verified.is_(True)).order_by(Domain.name))]
+    return out
+
+
+def public(ctx: Runix, s: Session, project: Project) -> ProjectPublic:
+    return ProjectPublic(
+        id=project.id, name=project.name, urls=urls(ctx, s, project),
+        production_deployment_id=project.production_deployment_id,
+        created_at=project.created_at, updated_at=project.updated_at,
+        **{f: getattr(project, f) for f in SETTINGS_FIELDS},
+    )
