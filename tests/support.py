@@ -1,0 +1,203 @@
+"""Test support: a real `runix server` in a subprocess, signed-in accounts, and the services tests need."""
+
+from __future__ import annotations
+
+import contextlib
+import mailbox
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNIX = str(Path(sys.executable).parent / "runix")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+POSTGRES_URL = os.environ.get("RUNIX_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("RUNIX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def missing_service(what: str, why: str) -> None:
+    """Under CI=true a missing service fails the test; elsewhere it is skipped."""
+    if IN_CI:
+        pytest.fail(f"{what} is required under CI=true: {why}")
+    pytest.skip(f"{what} not available: {why}")
+
+
+def require_postgres() -> str:
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, connect_timeout=3) as conn:
+            conn.execute("select 1")
+    except Exception as exc:  # noqa: BLE001
+        missing_service("PostgreSQL", str(exc))
+    return POSTGRES_URL
+
+
+def require_redis() -> str:
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except Exception as exc:  # noqa: BLE001
+        missing_service("Redis", str(exc))
+    return REDIS_URL
+
+
+def fresh_postgres_database() -> str:
+    """A new, empty PostgreSQL database for one server (dropped by the caller's cleanup if wanted)."""
+    import psycopg
+
+    base = require_postgres()
+    name = f"runix_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_postgres_database(url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def read_code(maildir: Path, email: str, timeout: float = 10.0) -> str:
+    """The newest sign-in code mailed to `email` (from the server's Maildir)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (maildir / "new").exists():
+            box = mailbox.Maildir(maildir, create=False)
+            msgs = [m for m in box if m["To"] == email]
+            if msgs:
+                msgs.sort(key=lambda m: m.get_date())
+                body = msgs[-1].get_payload(decode=True).decode()
+                match = re.search(r"\b(\d{6})\b", body)
+                if match:
+                    return match.group(1)
+        time.sleep(0.05)
+    raise AssertionError(f"no sign-in mail for {email} in {maildir}")
+
+
+@dataclass
+class Account:
+    email: str
+    token: str
+    client: httpx.Client
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@dataclass
+class RunixServer:
+    """One `runix server` process with its own data dir and ports."""
+
+    data_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    router_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+    accounts: list[Account] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def maildir(self) -> Path:
+        return self.data_dir / "mail"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.parent / f"server-{self.port}.log"
+
+    def process_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNIX_")}
+        env.update({"RUNIX_DATA_DIR": str(self.data_dir), "RUNIX_PORT": str(self.port),
+                    "RUNIX_ROUTER_PORT": str(self.router_port), "RUNIX_LOG_LEVEL": "info"})
+        env.update(self.env)
+        return env
+
+    def start(self, timeout: float = 30.0) -> RunixServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
+        self.proc = subprocess.Popen([RUNIX, "server"], env=self.process_env(), stdout=log, stderr=log,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"runix server exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        raise AssertionError(f"runix server did not answer within {timeout}s:\n{self.log()}")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        for account in self.accounts:
+            account.close()
+        self.accounts.clear()
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> RunixServer:
+        self.stop()
+        return self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
+
+    def sign_in(self, email: str | None = None) -> Account:
+        """Signs in by email code (creating the account), returning a client that sends its session token."""
+        email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
+        r = httpx.post(f"{self.url}/auth/email", json={"email": email}, timeout=10)
+        assert r.status_code == 200, r.text
+        code = read_code(self.maildir, email)
+        r = httpx.post(f"{self.url}/auth/email/verify", json={"email": email, "code": code}, timeout=10)
+        assert r.status_code == 200, r.text
+        token = r.json()["token"]
+        client = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        account = Account(email=email, token=token, client=client)
+        self.accounts.append(account)
+        return account
+
+
+@contextlib.contextmanager
+def running_server(tmp: Path, **env: str) -> Iterator[RunixServer]:
+    server = RunixServer(data_dir=tmp / "data", env=env).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def which_or_missing(cmd: str, why: str) -> str:
+    path = shutil.which(cmd) or (f"/usr/sbin/{cmd}" if Path(f"/usr/sbin/{cmd}").exists() else None)
+    if not path:
+        missing_service(cmd, why)
+    return path  # type: ignore[return-value]
