@@ -159,3 +159,30 @@ class BillingPublic(BaseModel):
     limits: dict[str, int | None]
     usage: dict[str, int]
     plans: list[dict[str, Any]]
+
+
+# Deployments
+class DeploymentPublic(BaseModel):
+    id: str
+    project_id: str
+    project: str = Field(description="The project's name.")
+    url: str = Field(description="This deployment's own URL; it never changes.")
+    status: DeploymentStatus
+    target: DeployTarget
+    error: str | None = Field(description="Why the deployment failed, when status is ERROR or CANCELED.")
+    created_at: datetime
+    build_started_at: datetime | None
+    build_finished_at: datetime | None
+    ready_at: datetime | None
+    finished_at: datetime | None
+    source_bytes: int | None
+    build_kind: str | None = Field(description="static, python, node or procfile, once the build found out.")
+    is_production: bool = Field(description="True for the deployment the project's production URLs serve.")
+
+
+class DeploymentEventPublic(BaseModel):
+    id: int
+    created_at: str = Field(description="ISO 8601 UTC with microseconds.")
+    type: Literal["build", "runtime", "system"]
+    stream: str = Field(description="stdout or stderr (system lines: stdout).")
+    text: str

@@ -10,4 +10,15 @@ from runix.context import Runix
 
 @asynccontextmanager
 async def running(ctx: Runix) -> AsyncIterator[None]:
-    yield
+    """The deployer starts the router on settings.router_port, the build queue and the runtime, and recovers what
+    the last run left: READY deployments serve again, queued ones build, ones caught mid-build end in ERROR."""
+    from runix.pipeline.deployer import Deployer
+
+    deployer = Deployer(ctx)
+    await deployer.start()
+    ctx.deployer = deployer
+    try:
+        yield
+    finally:
+        ctx.deployer = None
+        await deployer.stop()

@@ -1,0 +1,476 @@
+"""The deployer: drives each deployment through queue -> build -> release -> run -> route, and keeps apps served.
+
+It owns the build queue, the runtime, the router and the event store, and is what `ctx.deployer` points at while the
+server runs. Status changes are compare-and-set updates (services.deployments.transition), so a cancel from the API and
+a finishing build never both win.
+
+Which apps run: the production deployment of each project and the previous one (the rollback target) stay warm;
+every other READY deployment sleeps after `idle_timeout` without traffic and is woken by the router on its next
+request. After a restart, warm ones start at once and the rest wake on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import or_, select
+
+from runix.context import Runix
+from runix.db.models import Account, Deployment, Domain, Project, utcnow
+from runix.errors import Conflict, NotFound
+from runix.pipeline import release as releases
+from runix.pipeline.build import BuildFailed, ProjectBuildSettings, Release
+from runix.pipeline.events import EventStore, make_hub
+from runix.pipeline.router import EmbeddedRouter, Router, Upstream
+from runix.pipeline.runtime import AppFailed, AppSpec, Runtime, make_runtime
+from runix.pipeline.worker import BuildJob, BuildQueue
+from runix.plans import get_plan
+from runix.services import deployments as deployment_service
+
+log = structlog.get_logger("runix.deployer")
+
+IN_PROGRESS = ("BUILDING", "DEPLOYING")
+DRAIN_SECONDS = 10.0
+WARM_START_PARALLEL = 4
+
+
+@dataclass(frozen=True)
+class _Job:
+    deployment_id: str
+    project_id: str
+    target: str
+    archive: Any
+    settings: ProjectBuildSettings
+    env: dict[str, str]
+    host_label: str
+
+
+class Deployer:
+    def __init__(self, ctx: Runix, *, router: Router | None = None, runtime: Runtime | None = None,
+                 events: EventStore | None = None):
+        settings = ctx.settings
+        self.ctx = ctx
+        self.settings = settings
+        self.host = "127.0.0.1"
+        self.events = events or EventStore(ctx.db, make_hub(settings.redis_url))
+        self.router: Router = router or EmbeddedRouter(settings.host, settings.router_port, waker=self.wake,
+                                                       wake_timeout=settings.health_timeout)
+        self.runtime: Runtime = runtime or make_runtime(
+            settings.runtime, work_dir=ctx.layout.root / "apps", on_log=self._app_log, on_port=self._app_port,
+            health_timeout=settings.health_timeout, memory_bytes=settings.app_memory_mb * 1024 * 1024,
+            max_processes=settings.app_max_processes, max_open_files=settings.app_max_open_files,
+            sandbox_enabled=settings.sandbox, host=self.host)
+        self.queue = BuildQueue(self._pipeline, max_parallel=settings.max_parallel_builds)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._promote_lock = asyncio.Lock()
+        self._forgotten: set[str] = set()  # deleted: never woken again
+        self._active_since: dict[str, float] = {}  # monotonic time an app was (re)started, for idle sleep
+        self._route_seq = 0
+        self._route_applied = 0
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+
+    # Starting and stopping with the server
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        await self.events.start()
+        await self.queue.start()
+        await self.router.start()
+        self.ctx.route_listeners.append(self.routes_changed)
+        queued, warm = await asyncio.to_thread(self._recover_rows)
+        await self.refresh_routes()
+        for job in queued:
+            self.queue.submit(job)
+        self._tasks.append(asyncio.create_task(self._start_warm(warm), name="runix-warm-start"))
+        self._tasks.append(asyncio.create_task(self._idle_loop(), name="runix-idle"))
+
+    async def stop(self) -> None:
+        """Builds in progress go back to QUEUED (they run again on the next start); apps stop, and come back then."""
+        self._stopping = True
+        with contextlib.suppress(ValueError):
+            self.ctx.route_listeners.remove(self.routes_changed)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.queue.stop()
+        await self.router.stop()
+        await self.runtime.stop_all()
+        await self.events.stop()
+
+    def _recover_rows(self) -> tuple[list[BuildJob], list[str]]:
+        """After a restart: queued deployments are queued again; those the server died building end in ERROR."""
+        with self.ctx.db.session() as s:
+            interrupted = s.scalars(select(Deployment.id).where(Deployment.status.in_(IN_PROGRESS))).all()
+            for deployment_id in interrupted:
+                deployment_service.transition(s, deployment_id, IN_PROGRESS, "ERROR", finished_at=utcnow(),
+                                              error="Interrupted by a server restart: deploy again")
+                self._system(deployment_id, "Interrupted by a server restart")
+            rows = s.execute(select(Deployment.id, Deployment.account_id, Account.plan)
+                             .join(Account, Account.id == Deployment.account_id)
+                             .where(Deployment.status == "QUEUED").order_by(Deployment.id)).all()
+            queued = [BuildJob(r.id, r.account_id, get_plan(r.plan).concurrent_builds) for r in rows]
+            return queued, sorted(self._warm_ids(s))
+
+    async def _start_warm(self, deployment_ids: list[str]) -> None:
+        gate = asyncio.Semaphore(WARM_START_PARALLEL)
+
+        async def one(deployment_id: str) -> None:
+            async with gate:
+                await self.wake(deployment_id)
+
+        await asyncio.gather(*(one(d) for d in deployment_ids), return_exceptions=True)
+
+    # Called by the API (from worker threads or the event loop)
+    def enqueue(self, deployment_id: str, account_id: str, concurrent_builds: int) -> None:
+        self.queue.submit(BuildJob(deployment_id, account_id, concurrent_builds))
+
+    def cancel(self, deployment_id: str) -> None:
+        self.queue.cancel(deployment_id)
+        self._call(self.events.settled(deployment_id, "CANCELED"))
+
+    def forget(self, deployment_id: str) -> None:
+        """Stops a deployment about to be deleted, and removes its release."""
+        self._forgotten.add(deployment_id)
+        self.queue.cancel(deployment_id)
+        self._call(self._retire(deployment_id, remove=True), wait=True)
+
+    def stop_project(self, project_id: str) -> None:
+        with self.ctx.db.sessions() as s:
+            ids = s.scalars(select(Deployment.id).where(Deployment.project_id == project_id)).all()
+        self._forgotten.update(ids)
+        for deployment_id in ids:
+            self.queue.cancel(deployment_id)
+
+        async def retire_all() -> None:
+            await asyncio.gather(*(self._retire(d, remove=True) for d in ids), return_exceptions=True)
+
+        self._call(retire_all(), wait=True)
+
+    async def promote(self, deployment_id: str) -> None:
+        """Makes a READY deployment the production one: it is woken if asleep and healthy before the routes swap."""
+        row = await asyncio.to_thread(self._deployment, deployment_id)
+        if row is None:
+            raise NotFound(f"Deployment '{deployment_id}' not found")
+        if row.status != "READY":
+            raise Conflict(f"Only a READY deployment can be promoted; this one is {row.status}")
+        if await self.wake(deployment_id) is None:
+            raise Conflict("The deployment could not be started: see its events")
+        async with self._promote_lock:
+            await asyncio.to_thread(self._set_production, row.project_id, deployment_id)
+            await self.refresh_routes()
+        self._system(deployment_id, "Promoted to production")
+
+    def routes_changed(self) -> None:
+        """A route listener: something changed which host serves which deployment (domain verified, project gone)."""
+        if self._on_loop():
+            asyncio.ensure_future(self.refresh_routes())
+        else:
+            seq = self._next_route_seq()
+            table = self._route_table()
+            self._call_soon(self._apply_routes, seq, table)
+
+    # The pipeline of one deployment
+    async def _pipeline(self, deployment_id: str) -> None:
+        job = await asyncio.to_thread(self._load_job, deployment_id)
+        if job is None or not await self._move(deployment_id, ("QUEUED",), "BUILDING", build_started_at=utcnow()):
+            return
+        self._system(deployment_id, "Build started")
+        started = time.monotonic()
+        try:
+            release = await releases.build_release(
+                self.ctx.layout, self.settings, deployment_id, job.archive, job.settings, job.env,
+                lambda stream, line: self.events.emit(deployment_id, "build", line, stream))
+            if not await self._move(deployment_id, ("BUILDING",), "DEPLOYING", build_finished_at=utcnow(),
+                                    build_kind=release.kind, start_command=release.start_command):
+                await self._discard(deployment_id)
+                return
+            self._system(deployment_id, f"Build finished in {time.monotonic() - started:.1f}s; starting the app")
+            await self._run(self._spec(release, job.env))
+            await self._go_live(job)
+        except BuildFailed as exc:
+            await self._fail(deployment_id, ("BUILDING",), exc.message)
+        except AppFailed as exc:
+            await self._fail(deployment_id, ("DEPLOYING",), exc.describe())
+        except asyncio.CancelledError:
+            await self._interrupted(deployment_id)
+            raise
+        except Exception as exc:
+            log.exception("deployment failed", deployment_id=deployment_id)
+            await self._fail(deployment_id, IN_PROGRESS, f"Runix could not finish this deployment: {exc}")
+
+    async def _go_live(self, job: _Job) -> None:
+        """Routes the healthy app (and makes it production when it is one) before anyone can see READY."""
+        deployment_id = job.deployment_id
+        if job.target == "production":
+            async with self._promote_lock:
+                promoted = await asyncio.to_thread(self._set_production, job.project_id, deployment_id, True)
+                await self.refresh_routes(include=[deployment_id])
+        else:
+            promoted = False
+            await self.refresh_routes(include=[deployment_id])
+        await self.events.flush()
+        if not await self._move(deployment_id, ("DEPLOYING",), "READY", ready_at=utcnow()):
+            await self._retire(deployment_id, remove=False)
+            await self.refresh_routes()
+            return
+        url = self.ctx.app_url(job.host_label)
+        self._system(deployment_id, f"Ready at {url}" + (" (production)" if promoted else ""))
+        await self.events.settled(deployment_id, "READY")
+
+    async def _run(self, spec: AppSpec) -> None:
+        async with self._lock(spec.deployment_id):
+            await self.runtime.start(spec)
+            self._active_since[spec.deployment_id] = time.monotonic()
+
+    async def _fail(self, deployment_id: str, from_statuses: tuple[str, ...], reason: str) -> None:
+        self._system(deployment_id, f"Deployment failed: {reason}", stream="stderr")
+        await self.events.flush()
+        await self._discard(deployment_id)
+        if await self._move(deployment_id, from_statuses, "ERROR", error=reason, finished_at=utcnow()):
+            await self.events.settled(deployment_id, "ERROR")
+
+    async def _interrupted(self, deployment_id: str) -> None:
+        """A build task was canceled: by the user (already CANCELED) or by the server stopping (queued again)."""
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._discard(deployment_id))
+            if self._stopping:
+                await asyncio.shield(self._move(deployment_id, IN_PROGRESS, "QUEUED", build_started_at=None))
+            else:
+                self._system(deployment_id, "Canceled")
+                await asyncio.shield(self._move(deployment_id, IN_PROGRESS, "CANCELED", finished_at=utcnow(),
+                                                error="Canceled before it was ready"))
+                await asyncio.shield(self.events.settled(deployment_id, "CANCELED"))
+
+    async def _discard(self, deployment_id: str) -> None:
+        """Stops whatever a failed or canceled deployment had started and removes its release."""
+        self.router.set_upstream(deployment_id, None)
+        await self.runtime.stop(deployment_id)
+        await asyncio.to_thread(releases.remove_release, self.ctx.layout, deployment_id)
+
+    async def _retire(self, deployment_id: str, *, remove: bool) -> None:
+        """Takes a deployment out of service: no new requests, in-flight ones finish (up to a limit), then it stops."""
+        async with self._lock(deployment_id):
+            self.router.set_upstream(deployment_id, None)
+            await self.router.drained(deployment_id, DRAIN_SECONDS)
+            await self.runtime.stop(deployment_id)
+            self._active_since.pop(deployment_id, None)
+        if remove:
+            await asyncio.to_thread(releases.remove_release, self.ctx.layout, deployment_id)
+            self._locks.pop(deployment_id, None)
+
+    # Waking and sleeping
+    async def wake(self, deployment_id: str) -> Upstream | None:
+        """Where the deployment answers, starting it first if it sleeps (the router's waker)."""
+        if deployment_id in self._forgotten or self._stopping:
+            return None
+        port = self.runtime.port(deployment_id)
+        if port is None:
+            async with self._lock(deployment_id):
+                port = self.runtime.port(deployment_id)
+                if port is None:
+                    spec = await asyncio.to_thread(self._spec_for_ready, deployment_id)
+                    if spec is None:
+                        return None
+                    try:
+                        port = await self.runtime.start(spec)
+                    except AppFailed as exc:
+                        self._system(deployment_id, f"Could not start: {exc.describe()}", stream="stderr")
+                        return None
+                    self._active_since[deployment_id] = time.monotonic()
+        upstream = Upstream(self.host, port)
+        self.router.set_upstream(deployment_id, upstream)
+        return upstream
+
+    async def _idle_loop(self) -> None:
+        interval = max(0.5, min(self.settings.idle_timeout / 4, 30.0))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sleep_idle()
+            except Exception:
+                log.exception("idle check failed")
+
+    async def sleep_idle(self) -> None:
+        """Stops every app that is neither warm nor building and has had no request for `idle_timeout`."""
+        running = [d for d in self.runtime.running() if not self.queue.is_queued(d)]
+        if not running:
+            return
+        warm = await asyncio.to_thread(self._warm_of, running)
+        now = time.monotonic()
+        for deployment_id in running:
+            if deployment_id in warm or self.router.inflight(deployment_id):
+                continue
+            seen = max(self.router.last_request_at(deployment_id) or 0.0, self._active_since.get(deployment_id, 0.0))
+            if now - seen >= self.settings.idle_timeout:
+                await self._retire(deployment_id, remove=False)
+                self._system(deployment_id, f"Asleep after {self.settings.idle_timeout:g}s without requests; "
+                                            "the next request wakes it")
+
+    # Routes
+    async def refresh_routes(self, include: Iterable[str] = ()) -> None:
+        """Rebuilds the router's whole table from the database and swaps it in at once."""
+        seq = self._next_route_seq()
+        table = await asyncio.to_thread(self._route_table, list(include))
+        self._apply_routes(seq, table)
+
+    def _next_route_seq(self) -> int:
+        self._route_seq += 1
+        return self._route_seq
+
+    def _apply_routes(self, seq: int, table: dict[str, str]) -> None:
+        if seq < self._route_applied:  # a newer table is already in
+            return
+        self._route_applied = seq
+        self.router.set_routes(table)
+
+    def _route_table(self, include: list[str] | None = None) -> dict[str, str]:
+        """`<slug>-<short id>.<apps domain>` for every live deployment; `<slug>.<apps domain>` and each verified
+        domain for the production one."""
+        domain = self.settings.apps_domain.lower()
+        table: dict[str, str] = {}
+        with self.ctx.db.sessions() as s:
+            live = or_(Deployment.status == "READY", Deployment.id.in_(include or []),
+                       Deployment.id == Project.production_deployment_id)
+            rows = s.execute(select(Deployment.id, Project.slug, Project.production_deployment_id)
+                             .join(Project, Project.id == Deployment.project_id).where(live)).all()
+            for row in rows:
+                table[f"{deployment_service.host_label(row.slug, row.id)}.{domain}"] = row.id
+                if row.production_deployment_id == row.id:
+                    table[f"{row.slug}.{domain}"] = row.id
+            productions = {row.id for row in rows if row.production_deployment_id == row.id}
+            for name, production_id in s.execute(
+                    select(Domain.name, Project.production_deployment_id).join(Project, Project.id == Domain.project_id)
+                    .where(Domain.verified.is_(True))):
+                if production_id in productions:
+                    table[name.lower()] = production_id
+        return table
+
+    # Database helpers (run in threads)
+    def _deployment(self, deployment_id: str) -> Deployment | None:
+        with self.ctx.db.sessions() as s:
+            return s.get(Deployment, deployment_id)
+
+    def _load_job(self, deployment_id: str) -> _Job | None:
+        with self.ctx.db.sessions() as s:
+            deployment = s.get(Deployment, deployment_id)
+            if deployment is None or deployment.status != "QUEUED" or not deployment.source_sha256:
+                return None
+            project = s.get(Project, deployment.project_id)
+            assert project is not None
+            return _Job(deployment_id, project.id, deployment.target,
+                        self.ctx.layout.source_archive(deployment.source_sha256),
+                        ProjectBuildSettings.from_project(project), deployment_service.env_of(self.ctx, deployment),
+                        deployment_service.host_label(project.slug, deployment.id))
+
+    def _spec_for_ready(self, deployment_id: str) -> AppSpec | None:
+        with self.ctx.db.sessions() as s:
+            deployment = s.get(Deployment, deployment_id)
+            if deployment is None or deployment.status != "READY":
+                return None
+            env = deployment_service.env_of(self.ctx, deployment)
+        try:
+            release = Release.load(self.ctx.layout.release_dir(deployment_id))
+        except (OSError, ValueError, KeyError):
+            self._system(deployment_id, "Its release folder is missing or damaged: deploy again", stream="stderr")
+            return None
+        return self._spec(release, env)
+
+    @staticmethod
+    def _spec(release: Release, env: dict[str, str]) -> AppSpec:
+        path = ":".join([*release.env_path, releases.SYSTEM_PATH])
+        return AppSpec(release.deployment_id, release.path, release.app_dir, release.start_command,
+                       {**release.env, **env, "PATH": path})
+
+    async def _move(self, deployment_id: str, from_statuses: tuple[str, ...], to_status: str, **fields: Any) -> bool:
+        def move() -> bool:
+            with self.ctx.db.session() as s:
+                return deployment_service.transition(s, deployment_id, from_statuses, to_status, **fields)
+
+        return await asyncio.to_thread(move)
+
+    def _set_production(self, project_id: str, deployment_id: str, only_if_newer: bool = False) -> bool:
+        """Points the project's production URLs at the deployment; with `only_if_newer`, not over a newer one (two
+        production builds finishing out of order)."""
+        with self.ctx.db.session() as s:
+            project = s.get(Project, project_id)
+            deployment = s.get(Deployment, deployment_id)
+            if project is None or deployment is None:
+                return False
+            current = project.production_deployment_id
+            if only_if_newer and current is not None and current > deployment_id:
+                return False
+            project.production_deployment_id = deployment_id
+            deployment.meta = {**(deployment.meta or {}), "promoted_at": time.time()}
+            return True
+
+    def _warm_ids(self, s: Any, among: Iterable[str] | None = None) -> set[str]:
+        """Production deployments and their rollback targets (the READY one promoted most recently before)."""
+        stmt = select(Deployment.id, Deployment.project_id, Deployment.meta, Project.production_deployment_id) \
+            .join(Project, Project.id == Deployment.project_id).where(Deployment.status == "READY")
+        if among is not None:
+            projects = select(Deployment.project_id).where(Deployment.id.in_(list(among)))
+            stmt = stmt.where(Deployment.project_id.in_(projects))
+        warm: set[str] = set()
+        previous: dict[str, tuple[float, str]] = {}
+        for row in s.execute(stmt):
+            if row.id == row.production_deployment_id:
+                warm.add(row.id)
+                continue
+            promoted_at = (row.meta or {}).get("promoted_at")
+            if promoted_at is not None and promoted_at > previous.get(row.project_id, (0.0, ""))[0]:
+                previous[row.project_id] = (promoted_at, row.id)
+        return warm | {deployment_id for _, deployment_id in previous.values()}
+
+    def _warm_of(self, deployment_ids: list[str]) -> set[str]:
+        with self.ctx.db.sessions() as s:
+            return self._warm_ids(s, deployment_ids)
+
+    # Output of apps and of the pipeline
+    def _app_log(self, deployment_id: str, stream: str, line: str) -> None:
+        if stream == "system":
+            self._system(deployment_id, line)
+        else:
+            self.events.emit(deployment_id, "runtime", line, stream)
+
+    def _app_port(self, deployment_id: str, port: int | None) -> None:
+        self.router.set_upstream(deployment_id, Upstream(self.host, port) if port else None)
+        if port:
+            self._active_since[deployment_id] = time.monotonic()
+
+    def _system(self, deployment_id: str, text: str, stream: str = "stdout") -> None:
+        self.events.emit(deployment_id, "system", text, stream)
+
+    # Plumbing
+    def _lock(self, deployment_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(deployment_id, asyncio.Lock())
+
+    def _on_loop(self) -> bool:
+        return threading.get_ident() == self._loop_thread
+
+    def _call_soon(self, fn: Any, *args: Any) -> None:
+        assert self._loop is not None
+        if self._on_loop():
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _call(self, coro: Coroutine[Any, Any, Any], *, wait: bool = False, timeout: float = 60.0) -> None:
+        """Runs a coroutine on the deployer's loop from any thread; with `wait`, blocks (off the loop) until done."""
+        assert self._loop is not None
+        if self._on_loop():
+            asyncio.ensure_future(coro)
+            return
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        if wait:
+            with contextlib.suppress(Exception):
+                future.result(timeout)

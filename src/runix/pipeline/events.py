@@ -1,0 +1,319 @@
+"""Deployment events: build and runtime log lines, kept in the DeploymentEvent table and fanned out live.
+
+Lines are emitted from anywhere (the event loop or a thread) and written in small batches by one flusher task, so a
+chatty build never makes the API wait on the database. Once a batch has ids, every live follower gets it through a
+hub: in-process queues by default, Redis pub/sub when `RUNIX_REDIS_URL` is set (followers on another server process
+see the lines too). A status marker published after the last line tells followers the deployment settled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+from sqlalchemy import select
+
+from runix.db.models import Deployment, DeploymentEvent
+from runix.db.session import Database
+
+log = structlog.get_logger("runix.events")
+
+SETTLED = frozenset({"READY", "ERROR", "CANCELED"})
+MAX_LINE = 8192
+KEEPALIVE_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    deployment_id: str
+    created_at: float
+    type: str  # build, runtime, system
+    stream: str  # stdout, stderr
+    text: str
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "created_at": iso(self.created_at), "type": self.type, "stream": self.stream,
+                "text": self.text}
+
+    @classmethod
+    def from_row(cls, row: DeploymentEvent) -> Event:
+        return cls(row.id, row.deployment_id, row.created_at, row.type, row.stream, row.text)
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+class Hub(Protocol):
+    """Live fan-out of messages per deployment: `{"event": {...}}` or `{"status": "READY"}`."""
+
+    async def publish(self, deployment_id: str, message: dict[str, Any]) -> None: ...
+
+    def subscribe(self, deployment_id: str) -> contextlib.AbstractAsyncContextManager[asyncio.Queue]: ...
+
+    async def close(self) -> None: ...
+
+
+class LocalHub:
+    def __init__(self) -> None:
+        self._queues: dict[str, set[asyncio.Queue]] = {}
+
+    async def publish(self, deployment_id: str, message: dict[str, Any]) -> None:
+        for queue in self._queues.get(deployment_id, ()):
+            queue.put_nowait(message)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, deployment_id: str) -> AsyncIterator[asyncio.Queue]:
+        queue: asyncio.Queue = asyncio.Queue()
+        self._queues.setdefault(deployment_id, set()).add(queue)
+        try:
+            yield queue
+        finally:
+            queues = self._queues.get(deployment_id, set())
+            queues.discard(queue)
+            if not queues:
+                self._queues.pop(deployment_id, None)
+
+    async def close(self) -> None:
+        self._queues.clear()
+
+
+class RedisHub:
+    """Pub/sub through Redis, one channel per deployment, so several server processes share followers."""
+
+    def __init__(self, url: str):
+        import redis.asyncio as redis
+
+        self._redis = redis.Redis.from_url(url if "://" in url else f"redis://{url}")
+
+    @staticmethod
+    def _channel(deployment_id: str) -> str:
+        return f"runix:deployment-events:{deployment_id}"
+
+    async def publish(self, deployment_id: str, message: dict[str, Any]) -> None:
+        await self._redis.publish(self._channel(deployment_id), json.dumps(message))
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, deployment_id: str) -> AsyncIterator[asyncio.Queue]:
+        queue: asyncio.Queue = asyncio.Queue()
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(self._channel(deployment_id))
+
+        async def pump() -> None:
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    queue.put_nowait(json.loads(message["data"]))
+
+        task = asyncio.create_task(pump())
+        try:
+            yield queue
+        finally:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            with contextlib.suppress(Exception):
+                await pubsub.unsubscribe()
+                await pubsub.aclose()
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def make_hub(redis_url: str | None) -> Hub:
+    return RedisHub(redis_url) if redis_url else LocalHub()
+
+
+@dataclass
+class _Pending:
+    deployment_id: str
+    created_at: float
+    type: str
+    stream: str
+    text: str
+
+
+class EventStore:
+    def __init__(self, db: Database, hub: Hub, *, batch_interval: float = 0.02):
+        self.db = db
+        self.hub = hub
+        self.batch_interval = batch_interval
+        self._pending: list[_Pending] = []
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._flushed: asyncio.Condition | None = None
+        self._task: asyncio.Task | None = None
+        self._written = 0  # batches written, for flush() to wait on
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._flushed = asyncio.Condition()
+        self._task = asyncio.create_task(self._run(), name="runix-events")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._write_batch()
+        await self.hub.close()
+
+    # Writing
+    def emit(self, deployment_id: str, type_: str, text: str, stream: str = "stdout") -> None:
+        """Records one line (thread-safe, never blocks): it is stored and sent to followers within milliseconds."""
+        line = _Pending(deployment_id, time.time(), type_, stream, text.rstrip("\r\n")[:MAX_LINE])
+        with self._lock:
+            self._pending.append(line)
+        self._poke()
+
+    def _poke(self) -> None:
+        if self._loop is None or self._wake is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._wake.set()
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def flush(self) -> None:
+        """Waits until every line emitted so far is stored and published."""
+        if self._flushed is None:
+            return
+        with self._lock:
+            if not self._pending:
+                return
+        target = self._written + 1
+        self._poke()
+        async with self._flushed:
+            await self._flushed.wait_for(lambda: self._written >= target)
+
+    async def settled(self, deployment_id: str, status: str) -> None:
+        """Tells live followers the deployment reached a final status (after its last line was published)."""
+        await self.flush()
+        await self._publish(deployment_id, {"status": status})
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(self.batch_interval)  # let a burst of lines gather into one insert
+            await self._write_batch()
+
+    async def _write_batch(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if batch:
+            try:
+                events = await asyncio.to_thread(self._insert, batch)
+            except Exception:
+                log.exception("could not store deployment events", count=len(batch))
+                events = []
+            for event in events:
+                await self._publish(event.deployment_id, {"event": event.public()})
+        self._written += 1
+        if self._flushed is not None:
+            async with self._flushed:
+                self._flushed.notify_all()
+
+    async def _publish(self, deployment_id: str, message: dict[str, Any]) -> None:
+        try:
+            await self.hub.publish(deployment_id, message)
+        except Exception:  # a follower losing a line must never stop a build
+            log.exception("could not publish a deployment event")
+
+    def _insert(self, batch: list[_Pending]) -> list[Event]:
+        rows = [DeploymentEvent(deployment_id=p.deployment_id, created_at=p.created_at, type=p.type,
+                                stream=p.stream, text=p.text) for p in batch]
+        try:
+            with self.db.session() as s:
+                s.add_all(rows)
+                s.flush()
+                return [Event.from_row(r) for r in rows]
+        except Exception:
+            # Most likely a deployment deleted while it still logged: keep the lines of the others.
+            kept = []
+            for p in batch:
+                with contextlib.suppress(Exception), self.db.session() as s:
+                    row = DeploymentEvent(deployment_id=p.deployment_id, created_at=p.created_at, type=p.type,
+                                          stream=p.stream, text=p.text)
+                    s.add(row)
+                    s.flush()
+                    kept.append(Event.from_row(row))
+            return kept
+
+    # Reading
+    def list(self, deployment_id: str, since: int | None = None, limit: int = 1000) -> list[Event]:
+        with self.db.sessions() as s:
+            return _read(s, deployment_id, since, limit)
+
+    async def follow(self, deployment_id: str, since: int | None = None,
+                     keepalive: float = KEEPALIVE_SECONDS) -> AsyncIterator[Event | str | None]:
+        """Yields stored events after `since`, then live ones, then the final status (a str) once the deployment
+        settles. Yields None now and then while nothing happens, so the caller can send a keep-alive."""
+        last = since or 0
+        async with self.hub.subscribe(deployment_id) as queue:
+            backlog, status = await asyncio.to_thread(self._backlog, deployment_id, since)
+            for event in backlog:
+                last = event.id
+                yield event
+            if status is None or status in SETTLED:
+                if status:
+                    yield status
+                return
+            while True:
+                try:
+                    message = await asyncio.wait_for(queue.get(), keepalive)
+                except TimeoutError:
+                    status = await asyncio.to_thread(self._status, deployment_id)
+                    if status is None or status in SETTLED:  # settled while a message was lost, or deleted
+                        for event in await asyncio.to_thread(self.list, deployment_id, last, 100_000):
+                            yield event
+                        if status:
+                            yield status
+                        return
+                    yield None
+                    continue
+                if "event" in message and message["event"]["id"] > last:
+                    data = message["event"]
+                    last = data["id"]
+                    yield Event(data["id"], deployment_id, _epoch(data["created_at"]), data["type"], data["stream"],
+                                data["text"])
+                elif message.get("status") in SETTLED:
+                    yield message["status"]
+                    return
+
+    def _backlog(self, deployment_id: str, since: int | None) -> tuple[list[Event], str | None]:
+        with self.db.sessions() as s:
+            status = s.scalar(select(Deployment.status).where(Deployment.id == deployment_id))
+            return _read(s, deployment_id, since, 100_000), status
+
+    def _status(self, deployment_id: str) -> str | None:
+        with self.db.sessions() as s:
+            return s.scalar(select(Deployment.status).where(Deployment.id == deployment_id))
+
+
+def _read(s: Any, deployment_id: str, since: int | None, limit: int) -> list[Event]:
+    stmt = select(DeploymentEvent).where(DeploymentEvent.deployment_id == deployment_id)
+    if since:
+        stmt = stmt.where(DeploymentEvent.id > since)
+    return [Event.from_row(r) for r in s.scalars(stmt.order_by(DeploymentEvent.id).limit(limit))]
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+

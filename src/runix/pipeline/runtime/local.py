@@ -1,0 +1,240 @@
+"""The local runtime: each app is a process group on this machine, in a bubblewrap sandbox, with resource limits.
+
+An app listens on a free loopback port (its `PORT`). It counts as up once it answers any HTTP response there. If it
+exits while it should run, it is started again after 0.5 s, 1 s, 2 s, ... (at most 30 s; the delay resets once it has
+stayed up for a minute).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from runix.pipeline import sandbox
+from runix.pipeline.release import SYSTEM_PATH
+from runix.pipeline.runtime import AppFailed, AppSpec, AppState, LogSink, PortSink
+
+log = structlog.get_logger("runix.runtime")
+
+HEALTH_POLL_SECONDS = 0.01
+BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 0.5, 30.0, 60.0
+STOP_GRACE_SECONDS = 5.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+async def answers_http(host: str, port: int, timeout: float = 2.0) -> bool:
+    """True when something on host:port answers an HTTP request with a status line (any status)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: runix-health\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readline(), timeout)
+        return first.startswith(b"HTTP/")
+    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+        return False
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+@dataclass
+class _App:
+    spec: AppSpec
+    state: AppState = AppState.STOPPED
+    proc: asyncio.subprocess.Process | None = None
+    port: int | None = None
+    up: asyncio.Event = field(default_factory=asyncio.Event)
+    failure: AppFailed | None = None
+    lines: deque[str] = field(default_factory=lambda: deque(maxlen=40))
+    supervisor: asyncio.Task | None = None
+    pumps: list[asyncio.Task] = field(default_factory=list)
+    wanted: bool = True  # False once stop() was asked: an exit is then not a crash
+    restarts: int = 0
+
+
+class LocalRuntime:
+    def __init__(self, *, work_dir: Path, on_log: LogSink, on_port: PortSink, health_timeout: float = 60.0,
+                 memory_bytes: int = 512 * 1024 * 1024, max_processes: int = 256, max_open_files: int = 1024,
+                 sandbox_enabled: bool = True, host: str = "127.0.0.1"):
+        self.work_dir = work_dir  # per-app scratch folders (the app's writable /tmp)
+        self.on_log = on_log
+        self.on_port = on_port
+        self.health_timeout = health_timeout
+        self.memory_bytes = memory_bytes
+        self.max_processes = max_processes
+        self.max_open_files = max_open_files
+        self.sandbox_enabled = sandbox_enabled
+        self.host = host
+        self._apps: dict[str, _App] = {}
+
+    # The Runtime interface
+    async def start(self, spec: AppSpec) -> int:
+        app = self._apps.get(spec.deployment_id)
+        if app is None or app.state is AppState.STOPPED:
+            app = _App(spec)
+            self._apps[spec.deployment_id] = app
+            app.state = AppState.STARTING
+            app.supervisor = asyncio.create_task(self._supervise(app), name=f"runix-app-{spec.deployment_id}")
+        await app.up.wait()
+        if app.port is None:
+            raise app.failure or AppFailed("The app stopped before it answered", list(app.lines))
+        return app.port
+
+    async def stop(self, deployment_id: str) -> None:
+        app = self._apps.get(deployment_id)
+        if app is None:
+            return
+        app.wanted = False
+        if app.supervisor:
+            app.supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await app.supervisor
+        if self._apps.get(deployment_id) is app:
+            del self._apps[deployment_id]
+
+    def status(self, deployment_id: str) -> AppState:
+        app = self._apps.get(deployment_id)
+        return app.state if app else AppState.STOPPED
+
+    def port(self, deployment_id: str) -> int | None:
+        app = self._apps.get(deployment_id)
+        return app.port if app and app.state is AppState.RUNNING else None
+
+    def running(self) -> list[str]:
+        return [d for d, app in self._apps.items() if app.state is not AppState.STOPPED]
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(self.stop(d) for d in list(self._apps)), return_exceptions=True)
+
+    # Keeping one app alive
+    async def _supervise(self, app: _App) -> None:
+        """Starts the app, then restarts it whenever it exits, until stop() cancels this task."""
+        delay = BACKOFF_FIRST
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    await self._launch(app)
+                except AppFailed as exc:
+                    await self._terminate(app)
+                    if app.restarts == 0:  # the first start failed: the deployer decides what happens next
+                        app.failure = exc
+                        app.state = AppState.STOPPED
+                        app.up.set()
+                        return
+                    self._system(app, f"{exc.message}; trying again in {delay:g}s")
+                else:
+                    app.state = AppState.RUNNING
+                    app.failure = None
+                    self.on_port(app.spec.deployment_id, app.port)
+                    app.up.set()
+                    assert app.proc is not None
+                    code = await app.proc.wait()
+                    app.up.clear()  # whoever asks for the app now waits for the restart
+                    await self._finish_pumps(app)
+                    await self._terminate(app)
+                    app.port = None
+                    self.on_port(app.spec.deployment_id, None)
+                    if time.monotonic() - started > STABLE_AFTER:
+                        delay = BACKOFF_FIRST
+                    self._system(app, f"The app exited with code {code}; restarting it in {delay:g}s")
+                app.state = AppState.RESTARTING
+                app.restarts += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+        except asyncio.CancelledError:
+            await self._terminate(app)
+            app.state = AppState.STOPPED
+            app.port = None
+            app.up.set()
+            raise
+
+    async def _launch(self, app: _App) -> None:
+        """Starts the process and waits for its first HTTP answer on PORT; raises AppFailed (process gone) if none."""
+        port = free_port(self.host)
+        spec = app.spec
+        scratch = self.work_dir / spec.deployment_id
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        env = {"PATH": SYSTEM_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp", **spec.env,
+               "PORT": str(port), "HOST": self.host}
+        argv = sandbox.sandboxed(["/bin/sh", "-c", f"exec {spec.start_command}"], root=spec.release_dir,
+                                 writable=[scratch], readonly=[spec.release_dir], env=env, cwd=spec.app_dir,
+                                 network=True, enabled=self.sandbox_enabled)
+        limits = sandbox.resource_limits(self.memory_bytes, self.max_processes, self.max_open_files)
+        try:
+            app.proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=limits,
+                env=env if not self.sandbox_enabled else None, cwd=spec.app_dir)
+        except OSError as exc:
+            raise AppFailed(f"The app could not be started: {exc}", list(app.lines)) from exc
+        assert app.proc.stdout is not None and app.proc.stderr is not None
+        app.pumps = [asyncio.create_task(self._pump(app, app.proc.stdout, "stdout")),
+                     asyncio.create_task(self._pump(app, app.proc.stderr, "stderr"))]
+        deadline = time.monotonic() + self.health_timeout
+        while True:
+            if app.proc.returncode is not None:
+                await self._finish_pumps(app)
+                raise AppFailed(f"The app exited with code {app.proc.returncode} before it answered HTTP on PORT",
+                                list(app.lines))
+            if await answers_http(self.host, port, timeout=1.0):
+                app.port = port
+                return
+            if time.monotonic() > deadline:
+                await self._terminate(app)
+                raise AppFailed(f"The app did not answer HTTP on PORT within {self.health_timeout:g}s",
+                                list(app.lines))
+            await asyncio.sleep(HEALTH_POLL_SECONDS)
+
+    async def _pump(self, app: _App, stream: asyncio.StreamReader, name: str) -> None:
+        await sandbox.read_lines(stream, lambda line: self._line(app, name, line))
+
+    def _line(self, app: _App, stream: str, line: str) -> None:
+        app.lines.append(line)
+        self.on_log(app.spec.deployment_id, stream, line)
+
+    def _system(self, app: _App, text: str) -> None:
+        self.on_log(app.spec.deployment_id, "system", text)
+
+    async def _finish_pumps(self, app: _App) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*app.pumps, return_exceptions=True), 2.0)
+        app.pumps = []
+
+    async def _terminate(self, app: _App) -> None:
+        proc = app.proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), STOP_GRACE_SECONDS)
+        # Whatever is left of the group (the leader gone, a child still there) goes too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        for task in app.pumps:
+            task.cancel()
+        app.pumps = []
+

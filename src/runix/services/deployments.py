@@ -1,0 +1,151 @@
+"""Deployments: create one from an uploaded source, list, read, cancel, delete. Promote lives in the deployer (it
+waits for the app to be healthy); the status changes of a running pipeline go through `transition` here.
+
+The plan's deploy limit counts a deployment once its upload is accepted: a rejected archive costs no slot. When the
+account is already at its limit the upload is refused before it is stored.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, BinaryIO
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from runix.context import Runix
+from runix.db.models import Account, Deployment, Project, utcnow
+from runix.errors import Conflict, NotFound, ValidationFailed
+from runix.ids import new_id, short_id
+from runix.pipeline import source
+from runix.plans import get_plan
+from runix.schemas import DeploymentPublic
+from runix.services import billing, projects
+from runix.services import env as env_service
+from runix.services.pagination import Page, page
+
+TARGETS = ("production", "preview")
+STATUSES = ("QUEUED", "BUILDING", "DEPLOYING", "READY", "ERROR", "CANCELED")
+CANCELABLE = ("QUEUED", "BUILDING")
+MAX_LABEL = 63
+
+
+def host_label(project_slug: str, deployment_id: str) -> str:
+    """The deployment's own host label, `<project>-<short id>`, within the 63 characters of a DNS label."""
+    suffix = short_id(deployment_id)
+    return f"{project_slug[: MAX_LABEL - len(suffix) - 1]}-{suffix}"
+
+
+def get(s: Session, account: Account, deployment_id: str) -> Deployment:
+    """A deployment of this account; another account's is not found."""
+    deployment = s.get(Deployment, deployment_id) if deployment_id.startswith("dpl_") else None
+    if deployment is None or deployment.account_id != account.id:
+        raise NotFound(f"Deployment '{deployment_id}' not found")
+    return deployment
+
+
+def _choice(field: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
+    if value is None or value == "":
+        return None
+    normalized = value.upper() if field == "status" else value.lower()
+    if normalized not in allowed:
+        raise ValidationFailed(f"{field} must be one of {', '.join(allowed)}", details=[{"field": field}])
+    return normalized
+
+
+def create(ctx: Runix, s: Session, account: Account, project_ref: str, target: str | None,
+           upload: BinaryIO) -> Deployment:
+    """Validates and stores the upload, snapshots the target's env vars, and queues the build."""
+    project = projects.get(s, account, project_ref)
+    target = _choice("target", target, TARGETS) or "production"
+    plan = get_plan(account.plan)
+    if ctx.limiter.peek("deploys", account.id, plan.deploys_per_hour, "hour").remaining <= 0:
+        billing.hit_deploy_limit(ctx, account)  # refused before storing anything: raises 429 with Retry-After
+    stored = source.store_upload(ctx.layout, upload, source.SourceLimits.from_settings(ctx.settings))
+    billing.hit_deploy_limit(ctx, account)
+    env = env_service.values_for_target(ctx, s, project.id, target)
+    deployment = Deployment(id=new_id("dpl"), project_id=project.id, account_id=account.id, target=target,
+                            status="QUEUED", source_sha256=stored.sha256, source_bytes=stored.size_bytes,
+                            env_encrypted=ctx.vault.encrypt(json.dumps(env)), meta={})
+    s.add(deployment)
+    s.commit()
+    if ctx.deployer is not None:
+        ctx.deployer.enqueue(deployment.id, account.id, plan.concurrent_builds)
+    return deployment
+
+
+def env_of(ctx: Runix, deployment: Deployment) -> dict[str, str]:
+    """The env var snapshot taken when the deployment was created."""
+    return json.loads(ctx.vault.decrypt(deployment.env_encrypted)) if deployment.env_encrypted else {}
+
+
+def list_page(s: Session, account: Account, project_ref: str | None, status: str | None, target: str | None,
+              limit: int | None, cursor: str | None) -> Page[Deployment]:
+    stmt = select(Deployment).where(Deployment.account_id == account.id)
+    if project_ref:
+        stmt = stmt.where(Deployment.project_id == projects.get(s, account, project_ref).id)
+    if status := _choice("status", status, STATUSES):
+        stmt = stmt.where(Deployment.status == status)
+    if target := _choice("target", target, TARGETS):
+        stmt = stmt.where(Deployment.target == target)
+    return page(s, stmt, Deployment.id, limit, cursor)
+
+
+def transition(s: Session, deployment_id: str, from_statuses: tuple[str, ...], to_status: str,
+               **fields: Any) -> bool:
+    """Moves a deployment to `to_status` only if it is still in one of `from_statuses` (a compare-and-set, so a
+    cancel and a finishing build cannot both win). Returns whether it moved."""
+    result = s.execute(update(Deployment)
+                       .where(Deployment.id == deployment_id, Deployment.status.in_(from_statuses))
+                       .values(status=to_status, **fields))
+    s.commit()
+    return bool(result.rowcount)
+
+
+def cancel(ctx: Runix, s: Session, account: Account, deployment_id: str) -> Deployment:
+    deployment = get(s, account, deployment_id)
+    if not transition(s, deployment.id, CANCELABLE, "CANCELED", finished_at=utcnow(),
+                      error="Canceled before it was ready"):
+        s.refresh(deployment)
+        raise Conflict(f"Only a queued or building deployment can be canceled; this one is {deployment.status}")
+    if ctx.deployer is not None:
+        ctx.deployer.cancel(deployment.id)
+    s.refresh(deployment)
+    return deployment
+
+
+def delete(ctx: Runix, s: Session, account: Account, deployment_id: str) -> Deployment:
+    """Stops the deployment and removes it with its release and events. Production cannot be deleted."""
+    deployment = get(s, account, deployment_id)
+    project = s.get(Project, deployment.project_id)
+    if project is not None and project.production_deployment_id == deployment.id:
+        raise Conflict("This is the project's production deployment: promote another one before deleting it")
+    transition(s, deployment.id, CANCELABLE, "CANCELED", finished_at=utcnow(), error="Deleted")
+    if ctx.deployer is not None:
+        ctx.deployer.forget(deployment.id)
+    s.refresh(deployment)
+    s.expunge(deployment)
+    s.execute(Deployment.__table__.delete().where(Deployment.id == deployment.id))
+    s.commit()
+    ctx.routes_changed()
+    return deployment
+
+
+def public(ctx: Runix, s: Session, deployment: Deployment, project: Project | None = None) -> DeploymentPublic:
+    project = project or s.get(Project, deployment.project_id)
+    assert project is not None
+    return DeploymentPublic(
+        id=deployment.id, project_id=deployment.project_id, project=project.name,
+        url=ctx.app_url(host_label(project.slug, deployment.id)), status=deployment.status,  # type: ignore[arg-type]
+        target=deployment.target, error=deployment.error, created_at=deployment.created_at,  # type: ignore[arg-type]
+        build_started_at=deployment.build_started_at, build_finished_at=deployment.build_finished_at,
+        ready_at=deployment.ready_at, finished_at=deployment.finished_at, source_bytes=deployment.source_bytes,
+        build_kind=deployment.build_kind, is_production=project.production_deployment_id == deployment.id,
+    )
+
+
+def public_list(ctx: Runix, s: Session, items: list[Deployment]) -> list[DeploymentPublic]:
+    ids = {d.project_id for d in items}
+    by_id = {p.id: p for p in s.scalars(select(Project).where(Project.id.in_(ids)))} if ids else {}
+    return [public(ctx, s, d, by_id.get(d.project_id)) for d in items]
+
