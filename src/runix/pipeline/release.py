@@ -1,0 +1,269 @@
+"""Release: turn a validated source archive into an immutable, runnable folder.
+
+The build happens in place, in the folder the release will keep (`layout.release_dir(id)`), because a virtualenv
+bakes its absolute path into its scripts. Until `release.json` is written last the folder is only a staging area:
+a failed, timed-out or canceled build removes it, and no other release is ever touched.
+
+Folder of a release:  app/ (the upload; the app runs in app/<root directory>), .venv/ (Python dependencies),
+app/.../node_modules/ (Node dependencies), release.json (what the runtime needs to start it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import stat
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from runix.layout import Layout
+from runix.pipeline.build import RELEASE_FILE, BuildFailed, BuildPlan, ProjectBuildSettings, Release, detect
+from runix.pipeline.sandbox import network_env, read_lines, sandboxed
+from runix.pipeline.source import SourceLimits, SourceRejected, extract
+from runix.settings import Settings
+
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+# How long a killed build's output may take to drain before Runix stops waiting for it.
+DRAIN_SECONDS = 2.0
+
+LogFn = Callable[[str, str], None]
+
+
+def uv_binary() -> Path:
+    """The uv that ships with Runix (beside its Python), else the one on PATH."""
+    found = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    if not found:
+        raise BuildFailed("uv is not installed on the Runix server, so Python apps cannot be built")
+    return Path(found)
+
+
+def app_python() -> str:
+    """The system Python 3 that apps' virtualenvs are made from (it is visible inside the sandbox under /usr)."""
+    found = shutil.which("python3", path=SYSTEM_PATH)
+    if not found:
+        raise BuildFailed("Python 3 is not installed on the Runix server (/usr/bin/python3), so Python apps cannot run")
+    return found
+
+
+@dataclass
+class _Step:
+    title: str
+    command: str
+
+
+@dataclass
+class _Build:
+    """One build's folders, environment and deadline, shared by its steps."""
+
+    release_dir: Path
+    app_dir: Path
+    env: dict[str, str]
+    writable: list[Path]
+    readonly: list[Path]
+    sandbox: bool
+    deadline: float
+    timeout: float
+    log: LogFn
+
+    async def run(self, step: _Step) -> None:
+        self.log("stdout", f"==> {step.title}: {step.command}")
+        argv = sandboxed(["/bin/sh", "-c", step.command], root=self.release_dir, writable=self.writable,
+                         readonly=self.readonly, env=self.env, cwd=self.app_dir, enabled=self.sandbox)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True, cwd=self.app_dir, env=None if self.sandbox else self.env,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        pumps = asyncio.gather(read_lines(proc.stdout, lambda line: self.log("stdout", line)),
+                               read_lines(proc.stderr, lambda line: self.log("stderr", line)))
+        loop = asyncio.get_running_loop()
+        try:
+            code = await asyncio.wait_for(proc.wait(), timeout=max(0.0, self.deadline - loop.time()))
+        except TimeoutError:
+            await _kill(proc, pumps)
+            raise BuildFailed(f"Build exceeded {self.timeout:g} seconds") from None
+        except asyncio.CancelledError:
+            await _kill(proc, pumps)
+            raise
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(pumps, DRAIN_SECONDS)
+        if code != 0:
+            raise BuildFailed(f"{step.title} failed: `{step.command}` exited with code {code} (see the build log)")
+
+
+async def _kill(proc: asyncio.subprocess.Process, pumps: asyncio.Future) -> None:
+    """Kills the step's whole process group (in the sandbox: its whole pid namespace) and stops reading from it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        await asyncio.shield(proc.wait())
+    pumps.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await pumps
+
+
+def _app_dir(app_root: Path, root_directory: str | None) -> Path:
+    if not root_directory or root_directory.strip() in ("", ".", "/"):
+        return app_root
+    relative = PurePosixPath(root_directory.strip().strip("/"))
+    if ".." in relative.parts:
+        raise BuildFailed(f"Root directory '{root_directory}' must be a folder inside the upload")
+    app_dir = app_root / relative
+    if not app_dir.is_dir() or not app_dir.resolve().is_relative_to(app_root.resolve()):
+        raise BuildFailed(f"Root directory '{root_directory}' is not a folder in the upload")
+    return app_dir
+
+
+def _steps(plan: BuildPlan, release_dir: Path, project_settings: ProjectBuildSettings) -> list[_Step]:
+    steps: list[_Step] = []
+    if plan.dependencies == "python":
+        # A custom install command that uses pip itself needs pip in the virtualenv; uv's own needs nothing.
+        custom = project_settings.install_command
+        seed = " --seed" if custom and not custom.lstrip().startswith("uv ") else ""
+        venv = shlex.quote(str(release_dir / ".venv"))
+        steps.append(_Step("Creating the Python environment",
+                           f"uv venv --quiet{seed} --python {shlex.quote(app_python())} {venv}"))
+    if plan.install_command:
+        steps.append(_Step("Installing dependencies", plan.install_command))
+    if plan.build_command:
+        steps.append(_Step("Building", plan.build_command))
+    return steps
+
+
+@dataclass
+class _Toolchain:
+    """What a kind of dependencies adds to a build: PATH entries, variables, and folders to mount."""
+
+    env_path: list[str] = field(default_factory=list)  # kept in the release for the runtime
+    release_env: dict[str, str] = field(default_factory=dict)  # kept in the release for the runtime
+    build_env: dict[str, str] = field(default_factory=dict)  # for the build only
+    tool_path: list[str] = field(default_factory=list)  # for the build only
+    writable: list[Path] = field(default_factory=list)
+    readonly: list[Path] = field(default_factory=list)
+
+
+def _python_toolchain(layout: Layout, release_dir: Path) -> _Toolchain:
+    venv = release_dir / ".venv"
+    uv = uv_binary()
+    cache = layout.cache / "uv"
+    cache.mkdir(parents=True, exist_ok=True)
+    return _Toolchain(
+        env_path=[str(venv / "bin")],
+        release_env={"VIRTUAL_ENV": str(venv), "PYTHONUNBUFFERED": "1"},
+        build_env={
+            "UV_CACHE_DIR": str(cache),
+            # The cache and the release are different mounts in the sandbox: copy instead of trying hardlinks.
+            "UV_LINK_MODE": "copy",
+            "UV_PYTHON_DOWNLOADS": "never",
+            "UV_NO_PROGRESS": "1",
+        },
+        tool_path=[str(uv.parent)],
+        writable=[cache],
+        readonly=[uv],
+    )
+
+
+def _node_toolchain(layout: Layout, app_dir: Path) -> _Toolchain:
+    cache = layout.cache / "npm"
+    cache.mkdir(parents=True, exist_ok=True)
+    return _Toolchain(
+        env_path=[str(app_dir / "node_modules" / ".bin")],
+        build_env={
+            "npm_config_cache": str(cache),
+            # A warm cache answers without asking the registry again.
+            "npm_config_prefer_offline": "true",
+            "npm_config_update_notifier": "false",
+            "npm_config_fund": "false",
+            "npm_config_audit": "false",
+            "npm_config_progress": "false",
+        },
+        writable=[cache],
+    )
+
+
+def _toolchain(layout: Layout, plan: BuildPlan, release_dir: Path, app_dir: Path) -> _Toolchain:
+    if plan.dependencies == "python":
+        return _python_toolchain(layout, release_dir)
+    if plan.dependencies == "node":
+        return _node_toolchain(layout, app_dir)
+    return _Toolchain()
+
+
+def _build_env(toolchain: _Toolchain, user_env: dict[str, str]) -> dict[str, str]:
+    """The user's variables, then what the build needs (which the user cannot override)."""
+    path = ":".join([*toolchain.env_path, *toolchain.tool_path, SYSTEM_PATH])
+    base = {"PATH": path, "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
+    return {**network_env(), **user_env, **base, **toolchain.release_env, **toolchain.build_env}
+
+
+def make_read_only(folder: Path) -> None:
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in [*dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISLNK(mode):
+                os.chmod(path, stat.S_IMODE(mode) & ~0o222)
+    os.chmod(folder, stat.S_IMODE(os.stat(folder).st_mode) & ~0o222)
+
+
+def remove_release(layout: Layout, deployment_id: str) -> None:
+    """Deletes a release folder (built or half-built); a no-op when there is none."""
+    folder = layout.release_dir(deployment_id)
+    if not folder.exists():
+        return
+    # Deleting entries needs write permission on their folders, which a finished release no longer has.
+    for dirpath, dirnames, _ in os.walk(folder):
+        os.chmod(dirpath, 0o755)
+        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+    shutil.rmtree(folder)
+
+
+async def build_release(layout: Layout, settings: Settings, deployment_id: str, archive: Path,
+                        project_settings: ProjectBuildSettings, env: dict[str, str], log: LogFn) -> Release:
+    """Builds the release of one deployment; raises BuildFailed (and leaves nothing behind) when it cannot."""
+    release_dir = layout.release_dir(deployment_id)
+    if (release_dir / RELEASE_FILE).is_file():
+        return Release.load(release_dir)
+    remove_release(layout, deployment_id)  # what an interrupted build of this deployment left
+    try:
+        return await _build_release(layout, settings, deployment_id, archive, project_settings, env, log)
+    except BaseException:
+        remove_release(layout, deployment_id)
+        raise
+
+
+async def _build_release(layout: Layout, settings: Settings, deployment_id: str, archive: Path,
+                         project_settings: ProjectBuildSettings, env: dict[str, str], log: LogFn) -> Release:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.build_timeout
+    release_dir = layout.release_dir(deployment_id)
+    release_dir.mkdir(parents=True)
+    app_root = release_dir / "app"
+    try:
+        await asyncio.to_thread(extract, archive, app_root, SourceLimits.from_settings(settings))
+    except SourceRejected as exc:
+        raise BuildFailed(exc.message) from exc
+    except OSError as exc:
+        raise BuildFailed(f"Runix could not unpack the source: {exc}") from exc
+    app_dir = _app_dir(app_root, project_settings.root_directory)
+    plan = detect(app_dir, project_settings)
+    log("stdout", f"==> Detected a {plan.kind} app ({plan.reason})")
+    toolchain = _toolchain(layout, plan, release_dir, app_dir)
+    build = _Build(release_dir=release_dir, app_dir=app_dir, env=_build_env(toolchain, env),
+                   writable=[release_dir, *toolchain.writable], readonly=toolchain.readonly, sandbox=settings.sandbox,
+                   deadline=deadline, timeout=settings.build_timeout, log=log)
+    for step in _steps(plan, release_dir, project_settings):
+        await build.run(step)
+    release = Release(deployment_id=deployment_id, path=release_dir, app_dir=app_dir, kind=plan.kind,
+                      start_command=plan.start_command, env_path=toolchain.env_path, env=toolchain.release_env)
+    (release_dir / RELEASE_FILE).write_text(json.dumps(release.to_json(), indent=2))
+    await asyncio.to_thread(make_read_only, release_dir)
+    log("stdout", f"==> Release ready; the app starts with: {plan.start_command}")
+    return release
