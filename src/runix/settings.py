@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     github_client_secret: str | None = None
     github_base_url: str = "https://github.com"
     github_api_url: str = "https://api.github.com"
+    device_poll_interval: int = Field(5, ge=1, le=60, description="Seconds `runix login --web` waits between polls.")
 
     log_level: str = Field("info", description="debug, info, warning or error.")
 

@@ -14,13 +14,13 @@ from prometheus_client import CollectorRegistry
 from runix import __version__
 from runix.api import errors
 from runix.api.middleware import BodyLimit, Metrics, RateLimitHeaders
-from runix.api.routes import auth, billing, domains, env, platform, projects, user
+from runix.api.routes import auth, billing, device, domains, env, github, platform, projects, user
 from runix.context import Runix
 from runix.logging import configure_logging
 from runix.settings import Settings, get_settings
 
 API_ROUTERS = [auth.router, user.router, projects.router, env.router, domains.router, billing.router,
-               platform.router]
+               platform.router, device.router, github.router]
 
 
 def create_app(settings: Settings | None = None, ctx: Runix | None = None, *, run_pipeline: bool = True) -> FastAPI:

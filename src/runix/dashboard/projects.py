@@ -1,0 +1,243 @@
+"""Dashboard pages of projects: list and create, deployments (live status and build log), env vars, domains,
+settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anyio import from_thread
+from fastapi.responses import Response
+from sqlalchemy import select
+
+from runix.dashboard.web import Call, action, page, redirect
+from runix.db.models import DeploymentEvent, Project
+from runix.errors import BadRequest, Conflict, NotFound, ValidationFailed
+from runix.schemas import EnvVarCreate, EnvVarUpdate, ProjectCreate, ProjectUpdate
+from runix.services import deployments, domains, env, projects
+
+ACTIVE = ("QUEUED", "BUILDING", "DEPLOYING")
+SETTLED = ("READY", "ERROR", "CANCELED")
+LOG_LINES_PER_POLL = 2000
+
+
+def _model(model: Any, data: dict[str, Any]) -> Any:
+    """Validates form fields with the API's own request body models (same rules, same messages)."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "form"
+        raise ValidationFailed(f"{where}: {first.get('msg', 'invalid')}") from exc
+
+
+def _project_context(c: Call, tab: str) -> dict[str, Any]:
+    project = projects.get(c.db, c.me, c.params["name"])
+    return {"project": project, "public": projects.public(c.ctx, c.db, project), "tab": tab, "title": project.name}
+
+
+# Projects -----------------------------------------------------------------------------------------------------------
+
+
+@page("")
+def projects_page(c: Call) -> Response:
+    rows = projects.list_page(c.db, c.me, 100, None).items
+    latest = _latest_deployments(c, rows)
+    return c.render("projects.html", title="Projects",
+                    projects=[(projects.public(c.ctx, c.db, p), latest.get(p.id)) for p in rows])
+
+
+def _latest_deployments(c: Call, rows: list[Project]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for project in rows:
+        items = deployments.list_page(c.db, c.me, project.id, None, None, 1, None).items
+        if items:
+            out[project.id] = deployments.public(c.ctx, c.db, items[0], project)
+    return out
+
+
+@action("/projects", api="POST /projects")
+def create_project(c: Call) -> Response:
+    body = _model(ProjectCreate, {"name": c.field("name"), **_settings_fields(c)})
+    project = projects.create(c.ctx, c.db, c.me, body)
+    return redirect(c.request, f"/dashboard/projects/{project.name}", f"Created project {project.name}.")
+
+
+def _settings_fields(c: Call) -> dict[str, str | None]:
+    return {f: c.field(f) or None for f in projects.SETTINGS_FIELDS if c.form is not None and f in c.form}
+
+
+# Deployments --------------------------------------------------------------------------------------------------------
+
+
+@page("/projects/{name}")
+def project_page(c: Call) -> Response:
+    context = _project_context(c, "deployments")
+    return c.render("project_deployments.html", **context, **_deployments_context(c, context["project"]))
+
+
+def _deployments_context(c: Call, project: Project) -> dict[str, Any]:
+    items = deployments.list_page(c.db, c.me, project.id, None, None, 50, None).items
+    rows = deployments.public_list(c.ctx, c.db, items)
+    return {"deployments": rows, "live": any(d.status in ACTIVE for d in rows)}
+
+
+@page("/projects/{name}/deployments-table")
+def deployments_table(c: Call) -> Response:
+    """The deployments list alone, polled by htmx every second while a deployment is on its way."""
+    project = projects.get(c.db, c.me, c.params["name"])
+    return c.render("_deployments_table.html", project=project, public=projects.public(c.ctx, c.db, project),
+                    **_deployments_context(c, project))
+
+
+@page("/projects/{name}/deployments/{deployment_id}")
+def deployment_page(c: Call) -> Response:
+    context = _project_context(c, "deployments")
+    deployment = _deployment_of(c, context["project"])
+    lines = _events(c, deployment.id, 0)
+    return c.render("deployment.html", **context, d=deployment, lines=lines,
+                    after=lines[-1].id if lines else 0, live=deployment.status in ACTIVE)
+
+
+@page("/projects/{name}/deployments/{deployment_id}/live")
+def deployment_live(c: Call) -> Response:
+    """New log lines after `after` and the current status, polled by htmx every second until the deployment
+    settles (the response then stops carrying the polling trigger)."""
+    project = projects.get(c.db, c.me, c.params["name"])
+    deployment = _deployment_of(c, project)
+    after = int(c.request.query_params.get("after", "0") or 0) if c.request.query_params.get(
+        "after", "0").isdigit() else 0
+    lines = _events(c, deployment.id, after)
+    return c.render("_deployment_live.html", project=project, d=deployment, lines=lines,
+                    after=lines[-1].id if lines else after, live=deployment.status in ACTIVE)
+
+
+def _deployment_of(c: Call, project: Project) -> Any:
+    row = deployments.get(c.db, c.me, c.params["deployment_id"])
+    if row.project_id != project.id:
+        raise NotFound(f"Deployment '{row.id}' not found in project {project.name}")
+    return deployments.public(c.ctx, c.db, row, project)
+
+
+def _events(c: Call, deployment_id: str, after: int) -> list[DeploymentEvent]:
+    return list(c.db.scalars(select(DeploymentEvent)
+                             .where(DeploymentEvent.deployment_id == deployment_id, DeploymentEvent.id > after)
+                             .order_by(DeploymentEvent.id).limit(LOG_LINES_PER_POLL)))
+
+
+@action("/projects/{name}/deployments/{deployment_id}/promote", api="POST /deployments/{id}/promote")
+def promote(c: Call) -> Response:
+    project = projects.get(c.db, c.me, c.params["name"])
+    deployment = deployments.get(c.db, c.me, c.params["deployment_id"])
+    if c.ctx.deployer is None:
+        raise Conflict("The deploy pipeline is not running on this server")
+    from_thread.run(c.ctx.deployer.promote, deployment.id)  # handlers run in a worker thread of the event loop
+    return redirect(c.request, f"/dashboard/projects/{project.name}",
+                    f"Deployment {deployment.id} now serves production.")
+
+
+@action("/projects/{name}/deployments/{deployment_id}/cancel", api="POST /deployments/{id}/cancel")
+def cancel(c: Call) -> Response:
+    deployment = deployments.cancel(c.ctx, c.db, c.me, c.params["deployment_id"])
+    return redirect(c.request, f"/dashboard/projects/{c.params['name']}/deployments/{deployment.id}",
+                    "Deployment canceled.")
+
+
+# Env vars -----------------------------------------------------------------------------------------------------------
+
+
+def _targets(c: Call) -> list[str]:
+    assert c.form is not None
+    return [t for t in c.form.getlist("targets") if isinstance(t, str)]
+
+
+@page("/projects/{name}/env")
+def env_page(c: Call) -> Response:
+    context = _project_context(c, "env")
+    _, rows = env.list_for(c.db, c.me, context["project"].id)
+    return c.render("project_env.html", **context, env=[env.public(c.ctx, v) for v in rows],
+                    targets=env.TARGET_ORDER)
+
+
+@action("/projects/{name}/env", api="POST /projects/{project}/env")
+def add_env(c: Call) -> Response:
+    body = _model(EnvVarCreate, {"key": c.field("key"), "value": c.form.get("value", "") if c.form else "",
+                                 "targets": _targets(c) or list(env.TARGET_ORDER),
+                                 "type": "sensitive" if c.field("sensitive") else "plain"})
+    var = env.create(c.ctx, c.db, c.me, c.params["name"], body)
+    return redirect(c.request, f"/dashboard/projects/{c.params['name']}/env",
+                    f"Added {var.key}. It applies to the next deployment.")
+
+
+@action("/projects/{name}/env/{env_id}", api="PATCH /projects/{project}/env/{env_id}")
+def edit_env(c: Call) -> Response:
+    changes: dict[str, Any] = {"key": c.field("key") or None, "targets": _targets(c) or None}
+    value = c.form.get("value") if c.form else None
+    if isinstance(value, str) and value != "":  # blank keeps the current (possibly hidden) value
+        changes["value"] = value
+    if c.field("sensitive"):
+        changes["type"] = "sensitive"
+    body = _model(EnvVarUpdate, {k: v for k, v in changes.items() if v is not None})
+    var = env.update(c.ctx, c.db, c.me, c.params["name"], c.params["env_id"], body)
+    return redirect(c.request, f"/dashboard/projects/{c.params['name']}/env", f"Saved {var.key}.")
+
+
+@action("/projects/{name}/env/{env_id}/delete", api="DELETE /projects/{project}/env/{env_id}")
+def delete_env(c: Call) -> Response:
+    var = env.delete(c.db, c.me, c.params["name"], c.params["env_id"])
+    return redirect(c.request, f"/dashboard/projects/{c.params['name']}/env", f"Deleted {var.key}.")
+
+
+# Domains ------------------------------------------------------------------------------------------------------------
+
+
+@page("/projects/{name}/domains")
+def domains_page(c: Call) -> Response:
+    context = _project_context(c, "domains")
+    rows = domains.list_for(c.db, c.me, context["project"].id)
+    return c.render("project_domains.html", **context, domains=[domains.public(d) for d in rows])
+
+
+@action("/projects/{name}/domains", api="POST /projects/{project}/domains")
+def add_domain(c: Call) -> Response:
+    domain = domains.add(c.ctx, c.db, c.me, c.params["name"], c.field("domain"))
+    return redirect(c.request, f"/dashboard/projects/{c.params['name']}/domains",
+                    f"Added {domain.name}. Create the TXT record below, then verify.")
+
+
+@action("/projects/{name}/domains/{domain}/verify", api="POST /projects/{project}/domains/{name}/verify")
+def verify_domain(c: Call) -> Response:
+    domain = domains.verify(c.ctx, c.db, c.me, c.params["name"], c.params["domain"])
+    return redirect(c.request, f"/dashboard/projects/{c.params['name']}/domains",
+                    f"{domain.name} is verified and serves production.")
+
+
+@action("/projects/{name}/domains/{domain}/delete", api="DELETE /projects/{project}/domains/{name}")
+def remove_domain(c: Call) -> Response:
+    domain = domains.remove(c.ctx, c.db, c.me, c.params["name"], c.params["domain"])
+    return redirect(c.request, f"/dashboard/projects/{c.params['name']}/domains", f"Removed {domain.name}.")
+
+
+# Settings -----------------------------------------------------------------------------------------------------------
+
+
+@page("/projects/{name}/settings")
+def settings_page(c: Call) -> Response:
+    context = _project_context(c, "settings")
+    return c.render("project_settings.html", **context)
+
+
+@action("/projects/{name}/settings", api="PATCH /projects/{project}")
+def save_settings(c: Call) -> Response:
+    body = _model(ProjectUpdate, {"name": c.field("new_name") or None, **_settings_fields(c)})
+    project = projects.update(c.ctx, c.db, c.me, c.params["name"], body)
+    return redirect(c.request, f"/dashboard/projects/{project.name}/settings", "Settings saved.")
+
+
+@action("/projects/{name}/delete", api="DELETE /projects/{project}")
+def delete_project(c: Call) -> Response:
+    if c.field("confirm") != c.params["name"]:
+        raise BadRequest(f"Type the project's name ({c.params['name']}) to confirm deleting it")
+    project = projects.delete(c.ctx, c.db, c.me, c.params["name"])
+    return redirect(c.request, "/dashboard", f"Deleted project {project.name}.")
