@@ -110,7 +110,8 @@ def sandboxed(
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     args += _binds("--ro-bind", [root, *readonly])
     args += _binds("--bind", writable)
-    args.append("--clearenv")
+    # The sandbox's own root (where bwrap made the folders leading to the binds) is read-only too.
+    args += ["--remount-ro", "/", "--clearenv"]
     for key, value in env.items():
         args += ["--setenv", key, value]
     args += ["--chdir", str(Path(cwd).resolve()), "--", *argv]
