@@ -359,8 +359,10 @@ class _Client(asyncio.Protocol):
         conn.transport.write(self.out)
         if self.req_done:
             self.state = _WAIT
-            if self.buf:
+            if self.buf:  # a pipelined request waits its turn
                 self.transport.pause_reading()
+            else:  # keep reading, to notice a client that goes away
+                self.transport.resume_reading()
         else:
             self.out = b""  # too late to replay a streamed body anyway
             self.state = _BODY
