@@ -119,14 +119,16 @@ def sandboxed(
 
 
 def resource_limits(memory_bytes: int, max_processes: int, max_open_files: int) -> Callable[[], None]:
-    """A `preexec_fn` that caps address space, processes and open files of the child (and all it starts).
+    """A `preexec_fn` that caps memory, processes and open files of the child (and all it starts).
 
+    Memory is RLIMIT_DATA (the heap and private writable mappings), not RLIMIT_AS: V8, Go and the JVM reserve far
+    more address space than they use, and Node.js does not even start under a 512 MB RLIMIT_AS.
     RLIMIT_NPROC counts every process of the user, so it is only a real cap when apps run as their own user.
     """
 
     def apply() -> None:
         for limit, value in (
-            (resource.RLIMIT_AS, memory_bytes),
+            (resource.RLIMIT_DATA, memory_bytes),
             (resource.RLIMIT_NPROC, max_processes),
             (resource.RLIMIT_NOFILE, max_open_files),
         ):
