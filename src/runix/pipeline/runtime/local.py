@@ -177,7 +177,7 @@ class LocalRuntime:
         scratch.mkdir(parents=True)
         env = {"PATH": SYSTEM_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp", **spec.env,
                "PORT": str(port), "HOST": self.host}
-        argv = sandbox.sandboxed(["/bin/sh", "-c", f"exec {spec.start_command}"], root=spec.release_dir,
+        argv = sandbox.sandboxed(["/bin/sh", "-c", spec.start_command], root=spec.release_dir,
                                  writable=[scratch], readonly=[spec.release_dir], env=env, cwd=spec.app_dir,
                                  network=True, enabled=self.sandbox_enabled)
         limits = sandbox.resource_limits(self.memory_bytes, self.max_processes, self.max_open_files)
