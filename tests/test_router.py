@@ -20,6 +20,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 import uvicorn
+import uvloop
 from websockets.sync.client import connect as ws_connect
 
 from runix.pipeline.router import EmbeddedRouter, Upstream
@@ -85,8 +86,8 @@ def make_app(name: str) -> Callable[..., Awaitable[None]]:
 class Harness:
     """An event loop in a background thread that runs the router and the upstream apps."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.apps: dict[str, tuple[uvicorn.Server, asyncio.Task[None]]] = {}
@@ -126,9 +127,10 @@ class Harness:
         self.thread.join(5)
 
 
-@pytest.fixture(scope="module")
-def harness() -> Iterator[Harness]:
-    h = Harness()
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    """Both event loops: `runix server` runs on uvloop under uvicorn, plain asyncio where uvloop is missing."""
+    h = Harness(uvloop.new_event_loop() if request.param == "uvloop" else asyncio.new_event_loop())
     h.run(h.start_app("blue"))
     h.run(h.start_app("green"))
     yield h

@@ -216,12 +216,12 @@ class _Client(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.write_paused = True
         if self.up is not None:
-            self.up.transport.pause_reading()
+            self.up.follow(self)
 
     def resume_writing(self) -> None:
         self.write_paused = False
         if self.up is not None:
-            self.up.transport.resume_reading()
+            self.up.follow(self)
 
     # -- request side ------------------------------------------------------------------------------------------------
     def _process(self) -> None:
@@ -546,6 +546,10 @@ class _Upstream(asyncio.Protocol):
         self.client = client
         self.state = _RESPONSE_HEAD
         self.got_bytes = False
+        self.follow(client)
+
+    def follow(self, client: _Client) -> None:
+        """Read from the app only as fast as the client takes the bytes."""
         if client.write_paused != self.paused:
             self.paused = client.write_paused
             if self.paused:
