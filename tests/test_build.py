@@ -311,7 +311,7 @@ def test_sandbox_hides_the_data_dir_other_releases_and_server_secrets(
     assert other is not None
     monkeypatch.setenv("RUNIX_SECRET_KEY", "SERVER-SECRET-4821")
     probe = (f"cat {secret} || echo no-secret; ls {layout.releases}; cat {other.app_dir}/index.html || echo no-other;"
-             f" ls {layout.root}; env; echo marker > {layout.root}/planted")
+             f" ls {layout.root}; env; echo marker > {layout.root}/planted; grep CapEff /proc/self/status")
     app = write_app(tmp_path, {"index.html": "hi", "runix.json": json.dumps({"buildCommand": probe})})
     deployment_id = new_id("dpl")
     outcome = build(pipeline, app, env={"USER_VAR": "visible"}, deployment_id=deployment_id)
@@ -322,6 +322,7 @@ def test_sandbox_hides_the_data_dir_other_releases_and_server_secrets(
     assert {"no-secret", "no-other"} <= set(stdout)
     assert deployment_id in stdout and other.deployment_id not in stdout  # only its own release is there
     assert "USER_VAR=visible" in stdout
+    assert "CapEff:\t0000000000000000" in stdout  # root in the sandbox, but without any capability
     assert not (layout.root / "planted").exists()
 
 

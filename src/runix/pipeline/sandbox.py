@@ -103,7 +103,9 @@ def sandboxed(
     """
     if not enabled:
         return list(argv)
-    args = [BWRAP, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+    # No capabilities: bwrap started by root would otherwise hand them all on (mount, mknod, ptrace...).
+    args = [BWRAP, "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname", "runix"]
     if not network:
         args.append("--unshare-net")
     args += _system_binds()
