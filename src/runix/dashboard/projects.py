@@ -7,11 +7,11 @@ from typing import Any
 
 from anyio import from_thread
 from fastapi.responses import Response
-from sqlalchemy import select
 
 from runix.dashboard.web import Call, action, page, redirect
-from runix.db.models import DeploymentEvent, Project
+from runix.db.models import Project
 from runix.errors import BadRequest, Conflict, NotFound, ValidationFailed
+from runix.pipeline.events import Event, EventStore, LocalHub
 from runix.schemas import EnvVarCreate, EnvVarUpdate, ProjectCreate, ProjectUpdate
 from runix.services import deployments, domains, env, projects
 
@@ -109,7 +109,8 @@ def deployment_live(c: Call) -> Response:
     after = int(c.request.query_params.get("after", "0") or 0) if c.request.query_params.get(
         "after", "0").isdigit() else 0
     lines = _events(c, deployment.id, after)
-    return c.render("_deployment_live.html", project=project, d=deployment, lines=lines,
+    return c.render("_deployment_live.html", project=project, public=projects.public(c.ctx, c.db, project),
+                    d=deployment, lines=lines,
                     after=lines[-1].id if lines else after, live=deployment.status in ACTIVE)
 
 
@@ -120,13 +121,13 @@ def _deployment_of(c: Call, project: Project) -> Any:
     return deployments.public(c.ctx, c.db, row, project)
 
 
-def _events(c: Call, deployment_id: str, after: int) -> list[DeploymentEvent]:
-    return list(c.db.scalars(select(DeploymentEvent)
-                             .where(DeploymentEvent.deployment_id == deployment_id, DeploymentEvent.id > after)
-                             .order_by(DeploymentEvent.id).limit(LOG_LINES_PER_POLL)))
+def _events(c: Call, deployment_id: str, after: int) -> list[Event]:
+    """The log lines after `after`, read like GET /deployments/{id}/events does."""
+    store = c.ctx.deployer.events if c.ctx.deployer is not None else EventStore(c.ctx.db, LocalHub())
+    return store.list(deployment_id, after or None, LOG_LINES_PER_POLL)
 
 
-@action("/projects/{name}/deployments/{deployment_id}/promote", api="POST /deployments/{id}/promote")
+@action("/projects/{name}/deployments/{deployment_id}/promote", api="POST /deployments/{deployment_id}/promote")
 def promote(c: Call) -> Response:
     project = projects.get(c.db, c.me, c.params["name"])
     deployment = deployments.get(c.db, c.me, c.params["deployment_id"])
@@ -137,7 +138,7 @@ def promote(c: Call) -> Response:
                     f"Deployment {deployment.id} now serves production.")
 
 
-@action("/projects/{name}/deployments/{deployment_id}/cancel", api="POST /deployments/{id}/cancel")
+@action("/projects/{name}/deployments/{deployment_id}/cancel", api="POST /deployments/{deployment_id}/cancel")
 def cancel(c: Call) -> Response:
     deployment = deployments.cancel(c.ctx, c.db, c.me, c.params["deployment_id"])
     return redirect(c.request, f"/dashboard/projects/{c.params['name']}/deployments/{deployment.id}",

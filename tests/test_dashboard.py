@@ -1,0 +1,378 @@
+"""The dashboard in a real browser (Playwright driving Chromium) against a real `runix server`.
+
+One server, one local GitHub OAuth server and one browser serve the whole module. Each page is screenshotted at
+desktop (1280x800) and phone (390x844) width into test-artifacts/screenshots/. Every form seen on any page is
+collected, and the last test checks each maps to a registered dashboard action whose API endpoint exists.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from runix.dashboard import ACTIONS
+from tests.fake_github import FakeGitHub, GitHubUser
+from tests.support import ROOT, RunixServer, missing_service, read_code, running_server
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+SEEN_FORMS: set[tuple[str, str]] = set()  # (method, path) of every form on every page the tests opened
+
+
+@pytest.fixture(scope="module")
+def github() -> Iterator[FakeGitHub]:
+    with FakeGitHub() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def dash(tmp_path_factory: pytest.TempPathFactory, github: FakeGitHub) -> Iterator[RunixServer]:
+    with running_server(tmp_path_factory.mktemp("dashboard"), RUNIX_RATE_LIMIT_PER_MINUTE="100000",
+                        RUNIX_HEALTH_TIMEOUT="30", **github.env()) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        missing_service("Chromium", f"{CHROMIUM} not found (make test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+class Alice:
+    """A person signed in to the dashboard in her own browser context, with an API client on the same account."""
+
+    def __init__(self, page, email: str, api: httpx.Client):
+        self.page = page
+        self.email = email
+        self.api = api
+
+
+@pytest.fixture(scope="module")
+def alice(browser, dash: RunixServer) -> Iterator[Alice]:
+    context = browser.new_context(viewport=DESKTOP, base_url=dash.url)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    email = f"alice-{uuid.uuid4().hex[:8]}@example.com"
+    sign_in_by_email(page, dash, email)
+    api = dash.sign_in(email).client
+    yield Alice(page, email, api)
+    context.close()
+
+
+def sign_in_by_email(page, server: RunixServer, email: str, shots: bool = True) -> None:
+    page.goto("/dashboard")
+    assert urlsplit(page.url).path == "/dashboard/login"
+    if shots:
+        shoot(page, "sign-in")
+    page.fill("input[name=email]", email)
+    page.click("text=Email me a sign-in code")
+    page.wait_for_url(re.compile(r"/dashboard/login/code"))
+    if shots:
+        shoot(page, "sign-in-code")
+    page.fill("input[name=code]", read_code(server.maildir, email))
+    page.click("button:has-text('Sign in')")
+    page.wait_for_url(re.compile(r"/dashboard$"))
+
+
+def shoot(page, name: str) -> None:
+    """Screenshots the page at desktop and phone width, and notes every form on it."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for form in page.eval_on_selector_all("form", "fs => fs.map(f => [f.method, new URL(f.action).pathname])"):
+        SEEN_FORMS.add((form[0].upper(), form[1]))
+    page.screenshot(path=str(SHOTS / f"{name}-desktop.png"), full_page=True)
+    page.set_viewport_size(PHONE)
+    page.screenshot(path=str(SHOTS / f"{name}-phone.png"), full_page=True)
+    page.set_viewport_size(DESKTOP)
+
+
+def flash_text(page) -> str:
+    return page.inner_text(".flash")
+
+
+def tar_folder(folder: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path in sorted(folder.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(folder)), recursive=False)
+    return buf.getvalue()
+
+
+def deploy_static(api: httpx.Client, project: str) -> str:
+    r = api.post("/deployments", data={"project": project, "target": "production"},
+                 files={"source": ("static.tar.gz", tar_folder(ROOT / "examples" / "static"), "application/gzip")})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def wait_status(api: httpx.Client, deployment_id: str, status: str = "READY", timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = api.get(f"/deployments/{deployment_id}").json()["status"]
+        if current == status:
+            return
+        assert current not in ("ERROR", "CANCELED"), current
+        time.sleep(0.2)
+    raise AssertionError(f"{deployment_id} did not reach {status}")
+
+
+# Sign-in ------------------------------------------------------------------------------------------------------------
+
+
+def test_email_sign_in_starts_a_cookie_session(alice: Alice) -> None:
+    page = alice.page
+    assert page.inner_text(".who") == alice.email
+    cookie = next(c for c in page.context.cookies() if c["name"] == "runix_session")
+    assert cookie["value"].startswith("rnx_s_") and cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    assert not cookie["secure"]  # plain http here; https (or X-Forwarded-Proto: https) makes it Secure
+    shoot(page, "projects-empty")
+    assert "No projects yet" in page.inner_text("main")
+
+
+def test_sign_in_with_github(browser, dash: RunixServer, github: FakeGitHub) -> None:
+    github.current_user = GitHubUser(id=4242, login="octo-runix", email=f"octo-{uuid.uuid4().hex[:6]}@example.com",
+                                     name="Octo Runix")
+    context = browser.new_context(viewport=DESKTOP, base_url=dash.url)
+    page = context.new_page()
+    page.goto("/dashboard/tokens")  # a deep link: after sign-in the browser comes back here
+    page.click("#github-sign-in")
+    page.wait_for_url(re.compile(r"/dashboard/tokens$"))
+    assert page.inner_text(".who") == "octo-runix"
+    assert "GitHub sign-in" in page.inner_text("main")
+    assert {"GET /login/oauth/authorize", "POST /login/oauth/access_token", "GET /api/v3/user",
+            "GET /api/v3/user/emails"} <= set(github.requests)
+    # An unverified primary email is refused with a clear page.
+    context.clear_cookies()
+    github.current_user = GitHubUser(id=4343, login="unverified", email="nobody@example.com", email_verified=False)
+    page.goto("/dashboard/login")
+    page.click("#github-sign-in")
+    assert "no verified primary email" in page.inner_text("#error-message")
+    shoot(page, "github-unverified")
+    context.close()
+
+
+# Projects and deployments -------------------------------------------------------------------------------------------
+
+
+def test_create_project_deploy_and_roll_back(alice: Alice) -> None:
+    page = alice.page
+    page.goto("/dashboard")
+    page.fill("input[name=name]", "shop")
+    page.click("text=Create project")
+    page.wait_for_url(re.compile(r"/dashboard/projects/shop$"))
+    assert "No deployments yet" in page.inner_text("main")
+    shoot(page, "project-empty")
+
+    first = deploy_static(alice.api, "shop")
+    page.reload()
+    # The status updates live on the page (htmx polls the table while a deployment is on its way).
+    page.wait_for_selector(f"#row-{first} [data-status=READY]", timeout=60_000)
+    shoot(page, "project-deployments")
+
+    page.click(f"#row-{first} a.mono")
+    page.wait_for_url(re.compile(rf"/deployments/{first}$"))
+    assert "READY" in page.inner_text("#deployment-status")
+    assert page.inner_text("#log").strip()
+    shoot(page, "deployment")
+
+    # A second deployment, watched from its own page: status and log stream in without a reload.
+    second = deploy_static(alice.api, "shop")
+    page.goto(f"/dashboard/projects/shop/deployments/{second}")
+    page.wait_for_selector("#deployment-status [data-status=READY]", timeout=60_000)
+    assert "Promoted to production" in page.inner_text("#log") or page.inner_text("#log").strip()
+    wait_status(alice.api, second)
+    assert alice.api.get("/projects/shop").json()["production_deployment_id"] == second
+
+    # Roll back to the first from the deployments list.
+    page.goto("/dashboard/projects/shop")
+    page.click(f"#row-{first} [data-action=rollback]")
+    page.wait_for_url(re.compile(r"/dashboard/projects/shop$"))
+    assert "now serves production" in flash_text(page)
+    assert alice.api.get("/projects/shop").json()["production_deployment_id"] == first
+    assert "Production" in page.inner_text(f"#row-{first}")
+    shoot(page, "project-rolled-back")
+
+
+def test_env_vars_sensitive_values_are_masked(alice: Alice) -> None:
+    page = alice.page
+    page.goto("/dashboard/projects/shop/env")
+    assert "No env vars yet" in page.inner_text("main")
+    page.fill("#add-env input[name=key]", "STRIPE_KEY")
+    page.fill("#add-env input[name=value]", "sk_live_very_secret")
+    page.check("#add-env input[name=sensitive]")
+    page.click("text=Add variable")
+    page.fill("#add-env input[name=key]", "GREETING")
+    page.fill("#add-env input[name=value]", "hello")
+    page.uncheck("#add-env input[name=targets][value=development]")
+    page.click("text=Add variable")
+    assert "Added GREETING" in flash_text(page)
+    assert "sk_live_very_secret" not in page.content()
+    assert page.inner_text("#env-STRIPE_KEY .env-value") == "••••••••"
+    assert page.inner_text("#env-GREETING .env-value") == "hello"
+    assert "production, preview" in page.inner_text("#env-GREETING")
+    shoot(page, "project-env")
+    # Edit the plain one, then delete it.
+    page.click("#env-GREETING summary")
+    page.fill("#env-GREETING input[name=value]", "bonjour")
+    page.click("#env-GREETING button:has-text('Save')")
+    assert page.inner_text("#env-GREETING .env-value") == "bonjour"
+    page.click("#env-GREETING button:has-text('Delete')")
+    assert "Deleted GREETING" in flash_text(page)
+    listed = alice.api.get("/projects/shop/env").json()
+    assert [(v["key"], v["value"], v["type"]) for v in listed] == [("STRIPE_KEY", None, "sensitive")]
+    # A bad key comes back as a clear error on the same page.
+    page.fill("#add-env input[name=key]", "1BAD")
+    page.click("text=Add variable")
+    assert "not a valid variable name" in flash_text(page)
+
+
+def test_domains_show_the_txt_record(alice: Alice) -> None:
+    page = alice.page
+    page.goto("/dashboard/projects/shop/domains")
+    name = f"shop-{uuid.uuid4().hex[:6]}.example.com"
+    page.fill("input[name=domain]", name)
+    page.click("text=Add domain")
+    record = alice.api.get("/projects/shop/domains").json()[0]["verification"]
+    row = page.locator(f"[id='domain-{name}']")
+    assert record["name"] in row.inner_text() and record["value"] in row.inner_text()
+    assert "Waiting for DNS" in row.inner_text()
+    shoot(page, "project-domains")
+    row.locator("button:has-text('Verify')").click()
+    assert "Domain not verified" in flash_text(page)
+    page.locator(f"[id='domain-{name}'] button:has-text('Remove')").click()
+    assert f"Removed {name}" in flash_text(page)
+    assert alice.api.get("/projects/shop/domains").json() == []
+
+
+def test_settings_change_build_commands(alice: Alice) -> None:
+    page = alice.page
+    page.goto("/dashboard/projects/shop/settings")
+    page.fill("input[name=build_command]", "echo built")
+    page.click("text=Save settings")
+    assert "Settings saved" in flash_text(page)
+    assert alice.api.get("/projects/shop").json()["build_command"] == "echo built"
+    shoot(page, "project-settings")
+
+
+def test_deep_link_to_another_accounts_deployment_is_not_found(alice: Alice, dash: RunixServer) -> None:
+    page = alice.page
+    response = page.goto("/dashboard/projects/nope/deployments/dpl_missing")
+    assert response is not None and response.status == 404
+    assert "not found" in page.inner_text("#error-message")
+    shoot(page, "not-found")
+
+
+# Account ------------------------------------------------------------------------------------------------------------
+
+
+def test_tokens_create_shown_once_and_revoke(alice: Alice, dash: RunixServer) -> None:
+    page = alice.page
+    page.goto("/dashboard/tokens")
+    page.fill("input[name=name]", "laptop")
+    page.click("text=Create token")
+    value = page.input_value("#new-token-value")
+    assert value.startswith("rnx_c_")
+    shoot(page, "tokens-created")
+    headers = {"Authorization": f"Bearer {value}"}
+    assert httpx.get(f"{dash.url}/user", headers=headers).json()["email"] == alice.email
+    page.goto("/dashboard/tokens")
+    assert value not in page.content()  # shown once
+    shoot(page, "tokens")
+    page.locator("tr", has_text="laptop").locator("button:has-text('Revoke')").click()
+    assert "Revoked" in flash_text(page)
+    assert httpx.get(f"{dash.url}/user", headers=headers).status_code == 401
+
+
+def test_billing_meters_and_plan_change(alice: Alice) -> None:
+    page = alice.page
+    page.goto("/dashboard/billing")
+    assert page.inner_text("#current-plan") == "Hobby"
+    assert "1 / 10" in page.inner_text("#meter-projects")
+    shoot(page, "billing")
+    page.click("#plan-pro button")
+    assert "Pro plan" in flash_text(page)
+    assert page.inner_text("#current-plan") == "Pro"
+    assert "1 / 100" in page.inner_text("#meter-projects")
+    assert alice.api.get("/billing").json()["plan"] == "pro"
+
+
+def test_cli_device_login_approved_in_the_browser(alice: Alice, dash: RunixServer) -> None:
+    started = httpx.post(f"{dash.url}/auth/device", json={"client_name": "runix CLI on laptop", "interval": 1}).json()
+    page = alice.page
+    page.goto(started["verification_uri_complete"])
+    assert page.inner_text("#device-code") == started["user_code"]
+    shoot(page, "device-approve")
+    poll = {"device_code": started["device_code"], "grant_type": "urn:ietf:params:oauth:grant-type:device_code"}
+    assert httpx.post(f"{dash.url}/auth/device/token", data=poll).json()["error"] == "authorization_pending"
+    page.click("button:has-text('Approve')")
+    assert "Approved" in page.inner_text("#device-result")
+    shoot(page, "device-approved")
+    time.sleep(1)
+    token = httpx.post(f"{dash.url}/auth/device/token", data=poll).json()["access_token"]
+    me = httpx.get(f"{dash.url}/user", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200 and me.json()["email"] == alice.email
+    # Entering a code by hand: an unknown one is a clear message.
+    page.goto("/dashboard/device")
+    shoot(page, "device-enter")
+    page.fill("input[name=user_code]", "BBBB-CCCC")
+    page.click("text=Continue")
+    assert "unknown or has expired" in page.inner_text("#device-problem")
+
+
+def test_forms_need_a_csrf_token(alice: Alice, dash: RunixServer) -> None:
+    cookies = {c["name"]: c["value"] for c in alice.page.context.cookies()}
+    r = httpx.post(f"{dash.url}/dashboard/billing/plan", data={"plan": "enterprise", "csrf": "forged"},
+                   cookies=cookies, headers={"Referer": f"{dash.url}/dashboard/billing"})
+    assert r.status_code == 303
+    assert alice.api.get("/billing").json()["plan"] == "pro"
+
+
+def test_sign_out_revokes_the_session(alice: Alice, dash: RunixServer) -> None:
+    page = alice.page
+    session = next(c["value"] for c in page.context.cookies() if c["name"] == "runix_session")
+    page.goto("/dashboard")
+    shoot(page, "projects")
+    page.click("text=Sign out")
+    page.wait_for_url(re.compile(r"/dashboard/login"))
+    assert httpx.get(f"{dash.url}/user", headers={"Authorization": f"Bearer {session}"}).status_code == 401
+    page.goto("/dashboard/billing")
+    assert urlsplit(page.url).path == "/dashboard/login"
+
+
+def test_every_dashboard_action_has_an_api_endpoint(dash: RunixServer) -> None:
+    """Lists each form the dashboard offers with the API endpoint doing the same, and checks that endpoint exists;
+    every form the browser saw must be one of those actions."""
+    paths = httpx.get(f"{dash.url}/openapi.json").json()["paths"]
+    table = []
+    for a in ACTIONS:
+        method, path = a.api.split(" ", 1)
+        assert method.lower() in paths.get(path, {}), f"{a.method} {a.path} uses {a.api}, which the API lacks"
+        table.append(f"{a.method} {a.path} -> {a.api}")
+    print("\n".join(table))
+    patterns = [(a.method, re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", a.path) + "$")) for a in ACTIONS]
+    posts = {f for f in SEEN_FORMS if f[0] == "POST"}
+    assert len(posts) >= 12, posts  # the browser tests above opened pages with most of the forms
+    for method, path in posts:
+        assert any(m == method and p.match(path) for m, p in patterns), f"form {method} {path} is no known action"
+    # GET forms only navigate (the device page's code entry), they change nothing.
+    assert {f for f in SEEN_FORMS if f[0] == "GET"} <= {("GET", "/dashboard/device")}
