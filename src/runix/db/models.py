@@ -107,7 +107,8 @@ class DeviceAuthorization(Base):
 
 class Project(Base):
     __tablename__ = "projects"
-    __table_args__ = (UniqueConstraint("account_id", "name"),)
+    # (account_id, id): a page of an account's projects, newest first, is a range scan however many there are.
+    __table_args__ = (UniqueConstraint("account_id", "name"), Index("ix_projects_account_id_id", "account_id", "id"))
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)

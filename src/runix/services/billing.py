@@ -70,6 +70,7 @@ def change_plan(ctx: Runix, s: Session, account: Account, plan_name: str) -> Bil
     if new.projects is not None and projects.count(s, account) > new.projects:
         raise Forbidden(f"The {new.title} plan allows {new.projects} projects; delete some before switching")
     payments.change_plan(account, plan_name)
+    s.add(account)  # the API's account is detached (see auth.authenticate_fast); this saves the change
     account.plan = plan_name
     s.commit()
     return summary(ctx, s, account)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
+from types import SimpleNamespace
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -20,10 +23,29 @@ from runix.services.pagination import Page, page
 SETTINGS_FIELDS = ("framework", "install_command", "build_command", "start_command", "root_directory")
 
 
+# The statements every project read runs, built once (building one costs more than running it on SQLite).
+_BY_ID = select(Project).where(Project.account_id == bindparam("account_id"), Project.id == bindparam("ref"))
+_BY_NAME = select(Project).where(Project.account_id == bindparam("account_id"), Project.name == bindparam("ref"))
+_VERIFIED_DOMAINS = (select(Domain.name).where(Domain.project_id == bindparam("project_id"), Domain.verified.is_(True))
+                     .order_by(Domain.name))
+
+
+def _with_verified_domains(column) -> Select:  # noqa: ANN001
+    """One row per verified domain (or one with domain NULL): the project and its URLs in a single query."""
+    return (select(*Project.__table__.c, Domain.name.label("domain"))
+            .outerjoin(Domain, (Domain.project_id == Project.id) & Domain.verified.is_(True))
+            .where(Project.account_id == bindparam("account_id"), column == bindparam("ref"))
+            .order_by(Domain.name))
+
+
+_PUBLIC_BY_ID = _with_verified_domains(Project.id)
+_PUBLIC_BY_NAME = _with_verified_domains(Project.name)
+
+
 def get(s: Session, account: Account, ref: str) -> Project:
     """A project of this account, by id (`prj_…`) or name. Another account's project is simply not found."""
-    column = Project.id if ref.startswith("prj_") else Project.name
-    project = s.scalars(select(Project).where(Project.account_id == account.id, column == ref)).first()
+    stmt = _BY_ID if ref.startswith("prj_") else _BY_NAME
+    project = s.scalars(stmt, {"account_id": account.id, "ref": ref}).first()
     if project is None:
         raise NotFound(f"Project '{ref}' not found")
     return project
@@ -97,16 +119,31 @@ def delete(ctx: Runix, s: Session, account: Account, ref: str) -> Project:
 
 def urls(ctx: Runix, s: Session, project: Project) -> list[str]:
     """Where production is served: the project's host and every verified custom domain."""
-    out = [ctx.app_url(project.slug)]
-    out += [ctx.domain_url(d) for d in s.scalars(
-        select(Domain.name).where(Domain.project_id == project.id, Domain.verified.is_(True)).order_by(Domain.name))]
-    return out
+    return _urls(ctx, project.slug, s.scalars(_VERIFIED_DOMAINS, {"project_id": project.id}))
+
+
+def _urls(ctx: Runix, slug: str, verified_domains: Iterable[str]) -> list[str]:
+    return [ctx.app_url(slug)] + [ctx.domain_url(d) for d in verified_domains]
 
 
 def public(ctx: Runix, s: Session, project: Project) -> ProjectPublic:
+    return _public(ctx, project, urls(ctx, s, project))
+
+
+def _public(ctx: Runix, project: Any, project_urls: list[str]) -> ProjectPublic:
     return ProjectPublic(
-        id=project.id, name=project.name, urls=urls(ctx, s, project),
+        id=project.id, name=project.name, urls=project_urls,
         production_deployment_id=project.production_deployment_id,
         created_at=project.created_at, updated_at=project.updated_at,
         **{f: getattr(project, f) for f in SETTINGS_FIELDS},
     )
+
+
+def read_public(ctx: Runix, account: Account, ref: str) -> ProjectPublic:
+    """`public(get(...))` in one raw read, for GET /projects/{project} (the API's most frequent call)."""
+    stmt = _PUBLIC_BY_ID if ref.startswith("prj_") else _PUBLIC_BY_NAME
+    rows = ctx.db.raw.rows(stmt, {"account_id": account.id, "ref": ref})
+    if not rows:
+        raise NotFound(f"Project '{ref}' not found")
+    project = SimpleNamespace(**rows[0])
+    return _public(ctx, project, _urls(ctx, project.slug, (r["domain"] for r in rows if r["domain"] is not None)))

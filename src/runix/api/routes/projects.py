@@ -29,9 +29,9 @@ def list_projects(request: Request, response: Response, account: CurrentAccount,
 
 
 @router.get("/{project}", response_model=ProjectPublic)
-def get_project(project: str, account: CurrentAccount, ctx: Ctx, db: Db) -> ProjectPublic:
+async def get_project(project: str, account: CurrentAccount, ctx: Ctx) -> ProjectPublic:
     """One project, by id or name, with its production deployment and URLs."""
-    return projects.public(ctx, db, projects.get(db, account, project))
+    return projects.read_public(ctx, account, project)
 
 
 @router.patch("/{project}", response_model=ProjectPublic, responses=responses(409))

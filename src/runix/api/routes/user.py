@@ -12,5 +12,5 @@ router = APIRouter(tags=["account"])
 
 
 @router.get("/user", response_model=UserPublic, responses=AUTHED)
-def get_user(account: CurrentAccount) -> UserPublic:
+async def get_user(account: CurrentAccount) -> UserPublic:
     return UserPublic.model_validate(account)
