@@ -127,7 +127,7 @@ def processes_with(token: str) -> list[int]:
 @pytest.mark.parametrize(
     ("example", "kind", "install", "start"),
     [
-        ("static", "static", None, 'python3 -m http.server "$PORT" --bind "${HOST:-127.0.0.1}"'),
+        ("static", "static", None, "runix-static"),
         ("flask", "python", "uv pip install -r requirements.txt", "python app.py"),
         ("fastapi", "python", "uv pip install -r requirements.txt",
          'uvicorn main:app --host "${HOST:-127.0.0.1}" --port "$PORT"'),
@@ -211,6 +211,24 @@ def test_each_example_builds_and_answers(pipeline: Pipeline, example: str) -> No
             assert response.json() == {"app": example, "greeting": f"hello {example}"}
         else:
             assert "Hello from Runix" in response.text
+
+
+def test_static_server_hides_private_files(pipeline: Pipeline, tmp_path: Path) -> None:
+    app = write_app(tmp_path, {"index.html": "home", "about.html": "about", "docs/index.html": "docs",
+                               "assets/app.css": "body{}", "404.html": "custom missing", ".env": "SECRET=1",
+                               ".git/config": "[core]", "runix.json": "{}"})
+    release = build(pipeline, app).release
+    assert release is not None and release.start_command == "runix-static"
+    with serving(release, {}) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/").text == "home"
+        assert client.get("/about").text == "about"
+        assert client.get("/docs/").text == "docs"
+        assert client.get("/assets/app.css").headers["content-type"] == "text/css"
+        for private in ("/.env", "/.git/config", "/runix.json", "/assets/", "/nope", "/%2e%65nv"):
+            response = client.get(private)
+            assert (response.status_code, response.text) == (404, "custom missing"), private
+        # Keep-alive: the same connection serves the next request.
+        assert client.get("/").headers.get("connection", "keep-alive").lower() != "close"
 
 
 def test_second_python_build_reuses_the_cache(pipeline: Pipeline) -> None:
@@ -354,6 +372,15 @@ def test_sandbox_without_network_cannot_reach_the_host(tmp_path: Path) -> None:
                              network=network)
             result = subprocess.run(argv, capture_output=True, text=True)
             assert ("ConnectionRefusedError" in result.stderr) is refused, result.stderr
+
+
+def test_procfile_app_without_dependencies_has_python(pipeline: Pipeline, tmp_path: Path) -> None:
+    server = (EXAMPLES / "procfile" / "server.py").read_text()
+    app = write_app(tmp_path, {"Procfile": "web: python server.py", "server.py": server})
+    release = build(pipeline, app).release
+    assert release is not None
+    with serving(release, {"GREETING": "plain python"}) as url:
+        assert httpx.get(url).json()["greeting"] == "plain python"
 
 
 def test_remove_release_deletes_a_read_only_release(pipeline: Pipeline) -> None:

@@ -5,7 +5,7 @@ bakes its absolute path into its scripts. Until `release.json` is written last t
 a failed, timed-out or canceled build removes it, and no other release is ever touched.
 
 Folder of a release:  app/ (the upload; the app runs in app/<root directory>), .venv/ (Python dependencies),
-app/.../node_modules/ (Node dependencies), release.json (what the runtime needs to start it).
+app/.../node_modules/ (Node dependencies), .runix/bin/ (python, runix-static), release.json (what the runtime needs).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from runix.layout import Layout
-from runix.pipeline.build import RELEASE_FILE, BuildFailed, BuildPlan, ProjectBuildSettings, Release, detect
+from runix.pipeline.build import RELEASE_FILE, BuildFailed, BuildPlan, ProjectBuildSettings, Release, detect, static
 from runix.pipeline.sandbox import network_env, read_lines, sandboxed
 from runix.pipeline.source import SourceLimits, SourceRejected, extract
 from runix.settings import Settings
@@ -44,9 +44,13 @@ def uv_binary() -> Path:
     return Path(found)
 
 
+def system_python() -> str | None:
+    """The system Python 3 (visible inside the sandbox under /usr): apps' virtualenvs are made from it."""
+    return shutil.which("python3", path=SYSTEM_PATH)
+
+
 def app_python() -> str:
-    """The system Python 3 that apps' virtualenvs are made from (it is visible inside the sandbox under /usr)."""
-    found = shutil.which("python3", path=SYSTEM_PATH)
+    found = system_python()
     if not found:
         raise BuildFailed("Python 3 is not installed on the Runix server (/usr/bin/python3), so Python apps cannot run")
     return found
@@ -156,7 +160,7 @@ def _python_toolchain(layout: Layout, release_dir: Path) -> _Toolchain:
     cache.mkdir(parents=True, exist_ok=True)
     return _Toolchain(
         env_path=[str(venv / "bin")],
-        release_env={"VIRTUAL_ENV": str(venv), "PYTHONUNBUFFERED": "1"},
+        release_env={"VIRTUAL_ENV": str(venv)},
         build_env={
             "UV_CACHE_DIR": str(cache),
             # The cache and the release are different mounts in the sandbox: copy instead of trying hardlinks.
@@ -194,6 +198,19 @@ def _toolchain(layout: Layout, plan: BuildPlan, release_dir: Path, app_dir: Path
     if plan.dependencies == "node":
         return _node_toolchain(layout, app_dir)
     return _Toolchain()
+
+
+def _add_runix_tools(release_dir: Path, kind: str) -> Path:
+    """The release's own bin folder: `python` for apps without a virtualenv, `runix-static` for static sites."""
+    bin_dir = release_dir / ".runix" / "bin"
+    bin_dir.mkdir(parents=True)
+    python = system_python()
+    if python:
+        (bin_dir / "python").symlink_to(python)
+    if kind == "static":
+        shutil.copyfile(static.SERVER_SOURCE, bin_dir / static.SERVE)
+        (bin_dir / static.SERVE).chmod(0o755)
+    return bin_dir
 
 
 def _build_env(toolchain: _Toolchain, user_env: dict[str, str]) -> dict[str, str]:
@@ -256,13 +273,16 @@ async def _build_release(layout: Layout, settings: Settings, deployment_id: str,
     plan = detect(app_dir, project_settings)
     log("stdout", f"==> Detected a {plan.kind} app ({plan.reason})")
     toolchain = _toolchain(layout, plan, release_dir, app_dir)
+    toolchain.env_path.append(str(_add_runix_tools(release_dir, plan.kind)))
     build = _Build(release_dir=release_dir, app_dir=app_dir, env=_build_env(toolchain, env),
                    writable=[release_dir, *toolchain.writable], readonly=toolchain.readonly, sandbox=settings.sandbox,
                    deadline=deadline, timeout=settings.build_timeout, log=log)
     for step in _steps(plan, release_dir, project_settings):
         await build.run(step)
+    # Python apps print as they go, so their log lines reach the events live.
+    release_env = {"PYTHONUNBUFFERED": "1", **toolchain.release_env}
     release = Release(deployment_id=deployment_id, path=release_dir, app_dir=app_dir, kind=plan.kind,
-                      start_command=plan.start_command, env_path=toolchain.env_path, env=toolchain.release_env)
+                      start_command=plan.start_command, env_path=toolchain.env_path, env=release_env)
     (release_dir / RELEASE_FILE).write_text(json.dumps(release.to_json(), indent=2))
     await asyncio.to_thread(make_read_only, release_dir)
     log("stdout", f"==> Release ready; the app starts with: {plan.start_command}")

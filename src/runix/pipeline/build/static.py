@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runix.pipeline.build.plan import LISTEN_HOST, BuildPlan
+from runix.pipeline.build.plan import BuildPlan
 
-# The standard library's file server: nothing to install, up in tens of milliseconds.
-SERVE = f'python3 -m http.server "$PORT" --bind "{LISTEN_HOST}"'
+# Runix's own file server (static_server.py, put on the release's PATH): standard library only, up in milliseconds.
+SERVE = "runix-static"
+SERVER_SOURCE = Path(__file__).with_name("static_server.py")
 
 
 def applies(app_dir: Path) -> bool:
