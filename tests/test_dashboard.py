@@ -80,8 +80,9 @@ def alice(browser, dash: RunixServer) -> Iterator[Alice]:
     context.close()
 
 
-def sign_in_by_email(page, server: RunixServer, email: str, shots: bool = True) -> None:
-    page.goto("/dashboard")
+def sign_in_by_email(page, server: RunixServer, email: str, shots: bool = True, start: str = "/dashboard") -> None:
+    """Opens `start` signed out, signs in with the mailed code, and ends back on `start`."""
+    page.goto(start)
     assert urlsplit(page.url).path == "/dashboard/login"
     if shots:
         shoot(page, "sign-in")
@@ -92,7 +93,7 @@ def sign_in_by_email(page, server: RunixServer, email: str, shots: bool = True) 
         shoot(page, "sign-in-code")
     page.fill("input[name=code]", read_code(server.maildir, email))
     page.click("button:has-text('Sign in')")
-    page.wait_for_url(re.compile(r"/dashboard$"))
+    page.wait_for_url(re.compile(re.escape(start) + "$"))
 
 
 def shoot(page, name: str) -> None:
@@ -195,12 +196,24 @@ def test_create_project_deploy_and_roll_back(alice: Alice) -> None:
     assert page.inner_text("#log").strip()
     shoot(page, "deployment")
 
-    # A second deployment, watched from its own page: status and log stream in without a reload.
+    # A second deployment with a build that takes a moment, watched from its own page: the status and the build
+    # log stream in without a reload.
+    slow_build = "echo phase-$((1)) && sleep 2 && echo phase-$((2))"  # the echoed command holds neither marker
+    r = alice.api.patch("/projects/shop", json={"build_command": slow_build})
+    assert r.status_code == 200, r.text
     second = deploy_static(alice.api, "shop")
     page.goto(f"/dashboard/projects/shop/deployments/{second}")
+    assert page.get_attribute("#deployment-status [data-status]", "data-status") in ("QUEUED", "BUILDING")
+    page.evaluate("window.stillTheSamePage = true")
+    page.wait_for_selector("#log :text('phase-1')", timeout=30_000)
+    assert "phase-2" not in page.inner_text("#log")
+    page.wait_for_selector("#log :text('phase-2')", timeout=30_000)
     page.wait_for_selector("#deployment-status [data-status=READY]", timeout=60_000)
-    assert "Promoted to production" in page.inner_text("#log") or page.inner_text("#log").strip()
+    assert page.evaluate("window.stillTheSamePage") is True
+    log = page.inner_text("#log")
+    assert log.index("phase-1") < log.index("phase-2") and log.count("phase-1") == 1
     wait_status(alice.api, second)
+    alice.api.patch("/projects/shop", json={"build_command": None})
     assert alice.api.get("/projects/shop").json()["production_deployment_id"] == second
 
     # Roll back to the first from the deployments list.
@@ -331,6 +344,18 @@ def test_cli_device_login_approved_in_the_browser(alice: Alice, dash: RunixServe
     token = httpx.post(f"{dash.url}/auth/device/token", data=poll).json()["access_token"]
     me = httpx.get(f"{dash.url}/user", headers={"Authorization": f"Bearer {token}"})
     assert me.status_code == 200 and me.json()["email"] == alice.email
+    # Someone signed out opens the link the CLI printed: they sign in, then land on the approval page.
+    started = httpx.post(f"{dash.url}/auth/device", json={"interval": 1}).json()
+    other = page.context.browser.new_context(viewport=DESKTOP, base_url=dash.url)
+    fresh = other.new_page()
+    sign_in_by_email(fresh, dash, f"bob-{uuid.uuid4().hex[:6]}@example.com", shots=False,
+                     start=urlsplit(started["verification_uri_complete"]).path + "?user_code=" + started["user_code"])
+    assert fresh.inner_text("#device-code") == started["user_code"]
+    fresh.click("button:has-text('Deny')")
+    assert "Denied" in fresh.inner_text("#device-result")
+    other.close()
+    poll = {"device_code": started["device_code"], "grant_type": "urn:ietf:params:oauth:grant-type:device_code"}
+    assert httpx.post(f"{dash.url}/auth/device/token", data=poll).json()["error"] == "access_denied"
     # Entering a code by hand: an unknown one is a clear message.
     page.goto("/dashboard/device")
     shoot(page, "device-enter")

@@ -266,7 +266,11 @@ async def _run(request: Request, handler: Callable[[Call], Response], signed_in:
     except SignInRequired as exc:
         # After signing in, come back to the page (a form's target is no page to come back to).
         next_url = exc.next_url if form is None else "/dashboard"
-        response = redirect(request, f"/dashboard/login?next={quote(next_url)}")
+        if request.headers.get("hx-request"):  # a live part polling after the session ended: reload as a page
+            next_url = urlsplit(request.headers.get("hx-current-url", "")).path or "/dashboard"
+            response: Response = Response(headers={"HX-Redirect": f"/dashboard/login?next={quote(next_url)}"})
+        else:
+            response = redirect(request, f"/dashboard/login?next={quote(next_url)}")
         clear_cookie(request, response, SESSION_COOKIE)
         return response
     except RunixError as exc:
