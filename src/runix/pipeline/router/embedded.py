@@ -175,11 +175,12 @@ class _Client(asyncio.Protocol):
     # -- asyncio callbacks -------------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        address = peer[0] if isinstance(peer, tuple) else "unknown"
-        self.forwarded = (
-            b"\r\nX-Forwarded-For: " + address.encode() + b"\r\nX-Forwarded-Proto: " + self.router.scheme
-        ) + b"\r\nX-Forwarded-Host: "
+        if not self.router.trust_forwarded:
+            peer = transport.get_extra_info("peername")
+            address = peer[0] if isinstance(peer, tuple) else "unknown"
+            self.forwarded = (
+                b"\r\nX-Forwarded-For: " + address.encode() + b"\r\nX-Forwarded-Proto: " + self.router.scheme
+            ) + b"\r\nX-Forwarded-Host: "
         self.router._clients.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -239,6 +240,7 @@ class _Client(asyncio.Protocol):
 
     def _start_request(self, end: int) -> None:
         buf = self.buf
+        special = self.router._request_special
         lines = buf[:end].split(b"\r\n")
         request_line = lines[0]
         parts = request_line.split(b" ")
@@ -262,7 +264,7 @@ class _Client(asyncio.Protocol):
             if not colon or not name or b" " in name or b"\t" in name:
                 raise BadMessage("bad header line")
             name = name.lower()
-            if name not in _REQUEST_SPECIAL:
+            if name not in special:
                 continue
             value = value.strip(b" \t")
             if name == b"host":
@@ -307,7 +309,7 @@ class _Client(asyncio.Protocol):
             return
 
         if rewrite:
-            dropped = _REQUEST_DROP.union(connection)
+            dropped = self.router._request_drop.union(connection)
             kept = [request_line]
             kept += [line for line in lines[1:] if line.partition(b":")[0].lower() not in dropped]
             head = b"\r\n".join(kept)
@@ -328,7 +330,10 @@ class _Client(asyncio.Protocol):
             self.req_done = self.remaining == 0
         else:
             stop = start
-        self.out = b"".join((head, self.forwarded, host, tail, buf[start:stop]))
+        if self.forwarded:
+            self.out = b"".join((head, self.forwarded, host, tail, buf[start:stop]))
+        else:  # behind a trusted proxy that set X-Forwarded-* already
+            self.out = b"".join((head, tail, buf[start:stop]))
         self.buf = buf[stop:]
 
         self.deployment = deployment
@@ -764,6 +769,7 @@ class EmbeddedRouter:
         head_timeout: float = 30.0,
         upstream_idle_timeout: float = 2.0,
         max_idle_per_upstream: int = 256,
+        trust_forwarded: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -775,6 +781,11 @@ class EmbeddedRouter:
         # Apps close idle keep-alive connections after a few seconds (uvicorn and Node: 5 s); give them up sooner.
         self.upstream_idle_timeout = upstream_idle_timeout
         self.max_idle_per_upstream = max_idle_per_upstream
+        # Behind another proxy of Runix's own (Caddy), keep the X-Forwarded-* it set instead of writing ours.
+        self.trust_forwarded = trust_forwarded
+        forwarded = {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+        self._request_special = _REQUEST_SPECIAL - forwarded if trust_forwarded else _REQUEST_SPECIAL
+        self._request_drop = _REQUEST_DROP - forwarded if trust_forwarded else _REQUEST_DROP
         self._waker = waker
         self._routes: dict[str, str] = {}
         self._host_cache: dict[bytes, str | None] = {}
