@@ -109,7 +109,9 @@ def test_bad_token_requests(server: RunixServer, body: dict, error: str) -> None
 def test_malformed_requests_are_clear_400s(server: RunixServer) -> None:
     r = httpx.post(f"{server.url}/auth/device/token", content=b"{not json", timeout=10,
                    headers={"Content-Type": "application/json"})
-    assert r.status_code == 400 and r.json()["code"] == "BAD_REQUEST"
+    assert r.status_code == 400 and r.json()["code"] == "BAD_REQUEST" and r.json()["error"] == "invalid_request"
+    r = httpx.post(f"{server.url}/auth/device/token", data={"grant_type": GRANT}, timeout=10)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
     r = httpx.post(f"{server.url}/auth/device", json={"interval": 0}, timeout=10)
     assert r.status_code == 400 and r.json()["code"] == "VALIDATION_ERROR"
 

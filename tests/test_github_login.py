@@ -27,7 +27,7 @@ def gh_server(tmp_path_factory: pytest.TempPathFactory, github: FakeGitHub) -> I
 
 def browser(server: RunixServer) -> httpx.Client:
     """A cookie-keeping client that follows redirects by hand, like a browser would, step by step."""
-    return httpx.Client(base_url=server.url, timeout=10)
+    return httpx.Client(base_url=server.url, timeout=10, headers={"Accept": "text/html,application/xhtml+xml"})
 
 
 def sign_in_through_github(server: RunixServer, github: FakeGitHub, user: GitHubUser,
@@ -106,7 +106,7 @@ def test_state_must_match(gh_server: RunixServer, github: FakeGitHub) -> None:
     github.current_user = GitHubUser(id=4004, login="victim", email="victim@example.com")
     # A callback with a code but without the state cookie (a forged or replayed link) is refused.
     r = httpx.get(f"{gh_server.url}/auth/github/callback", params={"code": "abc", "state": "forged"}, timeout=10)
-    assert r.status_code == 400 and "state did not match" in r.text
+    assert r.status_code == 400 and "state did not match" in r.json()["error"]  # an API client gets JSON
     client = browser(gh_server)
     start = client.get("/auth/github")
     back = httpx.get(start.headers["location"], timeout=10).headers["location"]
@@ -130,5 +130,7 @@ def test_a_code_works_once(gh_server: RunixServer, github: FakeGitHub) -> None:
 
 def test_not_configured_is_a_clear_page(server: RunixServer) -> None:
     r = httpx.get(f"{server.url}/auth/github", timeout=10)
-    assert r.status_code == 400 and "RUNIX_GITHUB_CLIENT_ID" in r.text
+    assert r.status_code == 400 and r.json()["code"] == "BAD_REQUEST" and "RUNIX_GITHUB_CLIENT_ID" in r.json()["error"]
+    r = httpx.get(f"{server.url}/auth/github", timeout=10, headers={"Accept": "text/html"})
+    assert r.status_code == 400 and "text/html" in r.headers["content-type"] and "RUNIX_GITHUB_CLIENT_ID" in r.text
     assert "Continue with GitHub" not in httpx.get(f"{server.url}/dashboard/login", timeout=10).text

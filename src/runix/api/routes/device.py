@@ -12,7 +12,6 @@ from pydantic import BaseModel, Field, ValidationError
 
 from runix.api.deps import Ctx, Db, SessionToken
 from runix.api.errors import AUTHED, responses
-from runix.errors import BadRequest
 from runix.services import device
 
 router = APIRouter(prefix="/auth/device", tags=["auth"])
@@ -90,8 +89,8 @@ _TOKEN_BODY = {"requestBody": {"required": True, "content": {
                                                                             "or polling too fast (RFC 8628 §3.5)"}})
 async def poll_device_token(request: Request, ctx: Ctx, db: Db) -> Any:
     """Polled by the CLI every `interval` seconds; 400 `authorization_pending` until approved, then a CLI token."""
-    fields = await _token_request(request)
     try:
+        fields = await _token_request(request)
         account, value, token = device.poll(db, fields.device_code, fields.grant_type)
     except device.DeviceGrantError as exc:
         return JSONResponse({"error": exc.error, "code": "BAD_REQUEST", "error_description": exc.description},
@@ -110,7 +109,8 @@ async def _token_request(request: Request) -> DeviceTokenRequest:
             raw = json.loads(await request.body() or b"{}")
         return DeviceTokenRequest.model_validate(raw)
     except (ValueError, ValidationError) as exc:
-        raise BadRequest("Send device_code and grant_type as JSON or as a form") from exc
+        raise device.DeviceGrantError("invalid_request", "Send device_code and grant_type as JSON or as a form") \
+            from exc
 
 
 @router.post("/approve", response_model=DeviceDecided, responses=AUTHED | responses(403, 409))

@@ -11,9 +11,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from runix.api.deps import Ctx, Db
-from runix.api.errors import responses
+from runix.api.errors import error_response, responses
 from runix.dashboard import web
-from runix.errors import RunixError
+from runix.errors import BadRequest, RunixError
 from runix.services import github
 
 router = APIRouter(prefix="/auth/github", tags=["auth"])
@@ -30,7 +30,7 @@ def start_github_sign_in(request: Request, ctx: Ctx,
     try:
         url = github.authorization_url(ctx, state)
     except RunixError as exc:
-        return web.error_page(request, exc.status, exc.message, "Sign-in with GitHub is not available")
+        return _refuse(request, "Sign-in with GitHub is not available", exc)
     response = RedirectResponse(url, status_code=302)
     expires = int(time.time()) + STATE_TTL_SECONDS
     web.set_cookie(request, response, web.GITHUB_STATE_COOKIE,
@@ -48,25 +48,29 @@ def github_callback(request: Request, ctx: Ctx, db: Db,
     kept = (web.unsign(ctx, request.cookies.get(web.GITHUB_STATE_COOKIE)) or "").split("|")
     title = "Could not sign in with GitHub"
     if error:
-        return _refuse(request, 400, title, "GitHub did not authorize Runix (the request was cancelled). "
-                                            "You can try again or sign in with an email code.")
+        return _refuse(request, title, BadRequest("GitHub did not authorize Runix (the request was cancelled). "
+                                                  "You can try again or sign in with an email code."))
     if len(kept) != 3 or not state or not hmac.compare_digest(kept[0], state) or int(kept[1]) < time.time():
-        return _refuse(request, 400, title, "This sign-in attempt expired or did not start here (the state did "
-                                            "not match). Start again from the sign-in page.")
+        return _refuse(request, title, BadRequest("This sign-in attempt expired or did not start here (the state "
+                                                  "did not match). Start again from the sign-in page."))
     if not code:
-        return _refuse(request, 400, title, "GitHub did not send an authorization code. Start again.")
+        return _refuse(request, title, BadRequest("GitHub did not send an authorization code. Start again."))
     try:
         identity = github.fetch_identity(ctx, code)
         _, session_token, _ = github.sign_in(db, identity)
     except RunixError as exc:
-        return _refuse(request, exc.status, title, exc.message)
+        return _refuse(request, title, exc)
     response = RedirectResponse(web.safe_next(kept[2]), status_code=302)
     web.clear_cookie(request, response, web.GITHUB_STATE_COOKIE)
     web.start_session(request, response, session_token)
     return response
 
 
-def _refuse(request: Request, status: int, title: str, message: str) -> Response:
-    response = web.error_page(request, status, message, title)
+def _refuse(request: Request, title: str, exc: RunixError) -> Response:
+    """A page for a browser; the API's `{"error", "code"}` for any other client."""
+    if "text/html" in request.headers.get("accept", ""):
+        response: Response = web.error_page(request, exc.status, exc.message, title)
+    else:
+        response = error_response(exc.status, exc.code, exc.message)
     web.clear_cookie(request, response, web.GITHUB_STATE_COOKIE)
     return response
