@@ -1,30 +1,71 @@
-"""The `runix` command."""
+"""The `runix` command: sign in, deploy, and manage projects, env vars, domains and tokens through the API.
+
+Start-up time matters (a deploy is often a second): modules here import only Typer and small helpers; httpx,
+Rich and the SDK are imported inside the commands that need them, and `runix deploy` can skip Typer (runix.cli.run).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(
+from runix.cli import auth, deployments, domains, env, output, projects
+
+
+class RunixTyper(typer.Typer):
+    """Turns failures a person can act on into one line on stderr and exit status 1 (2 for usage)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return output.guarded(lambda: super(RunixTyper, self).__call__(*args, **kwargs))
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from runix import __version__
+
+        typer.echo(f"runix {__version__}")
+        raise typer.Exit()
+
+
+app = RunixTyper(
     name="runix",
-    help="Runix: deploy a folder, get a live URL. Manage projects, deployments, env vars and domains.",
     no_args_is_help=True,
     rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,  # locals can hold tokens
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                          callback=_print_version)] = False,
 ) -> None:
-    """Runix: deploy a folder, get a live URL."""
-    if version:
-        from runix import __version__
+    """Runix: deploy a folder, get a live URL.
 
-        typer.echo(f"runix {__version__}")
-        raise typer.Exit()
+    Sign in with [bold]runix login[/bold], then [bold]runix deploy[/bold] in your app's folder. The API is
+    RUNIX_API_URL (default http://127.0.0.1:8000); RUNIX_TOKEN overrides the saved token.
+    """
+
+
+ACCOUNT, DEPLOY, MANAGE = "Account", "Deploy", "Manage"
+app.command(rich_help_panel=ACCOUNT)(auth.login)
+app.command(rich_help_panel=ACCOUNT)(auth.logout)
+app.command(rich_help_panel=ACCOUNT)(auth.whoami)
+app.command(rich_help_panel=ACCOUNT)(projects.billing)
+app.add_typer(auth.tokens_app, name="tokens", rich_help_panel=ACCOUNT)
+app.command(rich_help_panel=DEPLOY)(deployments.deploy)
+app.command(rich_help_panel=DEPLOY)(deployments.logs)
+app.command(rich_help_panel=DEPLOY)(deployments.promote)
+app.command(rich_help_panel=DEPLOY)(deployments.rollback)
+app.command(rich_help_panel=DEPLOY)(deployments.cancel)
+app.command(rich_help_panel=DEPLOY)(deployments.rm)
+app.add_typer(deployments.deployments_app, name="deployments", rich_help_panel=DEPLOY)
+app.add_typer(projects.projects_app, name="projects", rich_help_panel=MANAGE)
+app.add_typer(env.env_app, name="env", rich_help_panel=MANAGE)
+app.add_typer(domains.domains_app, name="domains", rich_help_panel=MANAGE)
 
 
 @app.command(rich_help_panel="Platform")

@@ -1,0 +1,498 @@
+"""The Runix Python SDK: typed methods over the REST API (httpx). The `runix` CLI does everything through it.
+
+    from runix.client import RunixClient
+    with RunixClient("http://127.0.0.1:8000", token) as runix:
+        for project in runix.list_projects():
+            print(project["name"], project["urls"])
+
+Every failure is a `RunixAPIError(status, code, message, retry_after)`; a server that cannot be reached is its
+subclass `RunixConnectionError` (status 0). Reads (GET) that meet a 429 wait for `Retry-After` and try again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any, Literal, TypedDict
+
+import httpx
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+SETTLED = frozenset({"READY", "ERROR", "CANCELED"})
+EVENTS_PAGE = 1000
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+EnvTarget = Literal["production", "preview", "development"]
+DeployTarget = Literal["production", "preview"]
+
+
+class User(TypedDict):
+    id: str
+    email: str
+    name: str | None
+    plan: str
+    created_at: str
+
+
+class Session(TypedDict):
+    token: str
+    expires_at: str | None
+    user: User
+
+
+class Token(TypedDict):
+    id: str
+    name: str
+    kind: str
+    created_at: str
+    expires_at: str | None
+
+
+class CreatedToken(Token):
+    token: str
+
+
+class Project(TypedDict):
+    id: str
+    name: str
+    framework: str | None
+    install_command: str | None
+    build_command: str | None
+    start_command: str | None
+    root_directory: str | None
+    production_deployment_id: str | None
+    urls: list[str]
+    created_at: str
+    updated_at: str
+
+
+class Deployment(TypedDict, total=False):
+    id: str
+    project_id: str
+    project: str
+    url: str
+    status: str
+    target: str
+    error: str | None
+    created_at: str
+    build_started_at: str | None
+    build_finished_at: str | None
+    ready_at: str | None
+    finished_at: str | None
+    source_bytes: int | None
+    build_kind: str | None
+    is_production: bool
+
+
+class DeploymentEvent(TypedDict, total=False):
+    id: int
+    created_at: str
+    type: str
+    stream: str
+    text: str
+
+
+class EnvVar(TypedDict):
+    id: str
+    key: str
+    value: str | None
+    targets: list[str]
+    type: str
+    created_at: str
+    updated_at: str
+
+
+class DomainVerification(TypedDict):
+    type: str
+    name: str
+    value: str
+
+
+class Domain(TypedDict):
+    id: str
+    name: str
+    project_id: str
+    verified: bool
+    verification: DomainVerification
+    created_at: str
+    verified_at: str | None
+
+
+class Billing(TypedDict):
+    plan: str
+    limits: dict[str, int | None]
+    usage: dict[str, int]
+    plans: list[dict[str, Any]]
+
+
+class DeviceAuthorization(TypedDict):
+    device_code: str
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str
+    expires_in: int
+    interval: int
+
+
+class RunixAPIError(Exception):
+    """An API call that failed: the HTTP status, the API's error code and message, and Retry-After for 429s."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None,
+                 details: Any = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+        self.details = details
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.status} {self.code})" if self.status else self.message
+
+
+class RunixConnectionError(RunixAPIError):
+    """The server did not answer: not running, wrong URL, or the network is down."""
+
+    def __init__(self, api_url: str, reason: str):
+        super().__init__(0, "UNREACHABLE", f"Could not reach the Runix API at {api_url}: {reason}")
+        self.api_url = api_url
+        self.reason = reason
+
+
+def _error_from(response: httpx.Response) -> RunixAPIError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "error" in body:
+        message, code = str(body["error"]), str(body.get("code") or "ERROR")
+        # The device grant (RFC 8628) names its outcome in `error` and explains it in `error_description`.
+        if body.get("error_description"):
+            code, message = message, str(body["error_description"])
+    else:
+        message, code = (response.text.strip()[:200] or response.reason_phrase), "ERROR"
+    retry_after = response.headers.get("Retry-After")
+    return RunixAPIError(response.status_code, code, message,
+                         int(retry_after) if retry_after and retry_after.isdigit() else None,
+                         body.get("details") if isinstance(body, dict) else None)
+
+
+def _next_link(response: httpx.Response) -> str | None:
+    return response.links.get("next", {}).get("url")
+
+
+class RunixClient:
+    """A connection to one Runix API with one token (or none, for the sign-in calls)."""
+
+    def __init__(self, api_url: str = DEFAULT_API_URL, token: str | None = None, *, timeout: float = 30.0,
+                 max_rate_limit_wait: float = 120.0, on_rate_limit: Callable[[int], None] | None = None):
+        self.api_url = api_url.rstrip("/")
+        self.token = token
+        self.max_rate_limit_wait = max_rate_limit_wait
+        self.on_rate_limit = on_rate_limit
+        headers = {"User-Agent": "runix-cli", "Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        # Plain-HTTP servers never use TLS, so skip loading the CA bundle (it costs start-up time).
+        verify = not self.api_url.startswith("http://")
+        self.http = httpx.Client(base_url=self.api_url, headers=headers, timeout=timeout, verify=verify)
+
+    def __enter__(self) -> RunixClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    # Plumbing
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request; 429 on a GET waits for Retry-After and tries again (up to max_rate_limit_wait seconds)."""
+        waited = 0.0
+        while True:
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                raise RunixConnectionError(self.api_url, _reason(exc)) from exc
+            if response.is_success:
+                return response
+            error = _error_from(response)
+            wait = error.retry_after or 1
+            if (response.status_code == 429 and method == "GET"
+                    and waited + wait <= self.max_rate_limit_wait):
+                if self.on_rate_limit:
+                    self.on_rate_limit(wait)
+                time.sleep(wait)
+                waited += wait
+                continue
+            raise error
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Calls the API and returns the decoded JSON body."""
+        response = self._send(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    def _pages(self, path: str, params: dict[str, Any] | None = None, limit: int | None = None) -> list[Any]:
+        """Items of a list endpoint, following `Link: rel="next"` until `limit` items (all when None)."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        query["limit"] = min(limit or 100, 100)
+        items: list[Any] = []
+        url: str | None = path
+        while url:
+            response = self._send("GET", url, params=query if url == path else None)
+            items.extend(response.json())
+            if limit is not None and len(items) >= limit:
+                return items[:limit]
+            url = _next_link(response)
+        return items
+
+    # Platform
+    def health(self) -> dict[str, Any]:
+        return self.request("GET", "/healthz")
+
+    # Auth and account
+    def request_email_code(self, email: str) -> None:
+        """Mails a one-time sign-in code to the address."""
+        self.request("POST", "/auth/email", json={"email": email})
+
+    def verify_email_code(self, email: str, code: str) -> Session:
+        """Exchanges the mailed code for a session token."""
+        return self.request("POST", "/auth/email/verify", json={"email": email, "code": code})
+
+    def create_cli_token(self, name: str | None = None) -> CreatedToken:
+        """A long-lived CLI token; needs a session token. Its value is shown only in this answer."""
+        return self.request("POST", "/auth/cli-token", json={"name": name} if name else None)
+
+    def start_device_login(self, client_name: str | None = None, interval: int | None = None) -> DeviceAuthorization:
+        """Starts the OAuth 2.0 device authorization grant (RFC 8628): the user approves in the dashboard."""
+        return self.request("POST", "/auth/device", json=_present({"client_name": client_name, "interval": interval}))
+
+    def approve_device_login(self, user_code: str, approve: bool = True) -> dict[str, Any]:
+        """With a session token: approves (or denies) the CLI login showing `user_code`."""
+        return self.request("POST", "/auth/device/approve", json={"user_code": user_code, "approve": approve})
+
+    def poll_device_login(self, device_code: str) -> CreatedToken:
+        """One poll of the device grant: the CLI token once approved, else a RunixAPIError whose code is
+        authorization_pending, slow_down, access_denied or expired_token."""
+        body = self.request("POST", "/auth/device/token",
+                            json={"device_code": device_code, "grant_type": DEVICE_GRANT})
+        return {**body, "token": body.get("access_token", body.get("token"))}
+
+    def list_tokens(self) -> list[Token]:
+        return self.request("GET", "/auth/tokens")
+
+    def revoke_token(self, token_id: str) -> Token:
+        return self.request("DELETE", f"/auth/tokens/{token_id}")
+
+    def logout(self) -> None:
+        """Revokes the token this client uses."""
+        self.request("POST", "/auth/logout")
+
+    def user(self) -> User:
+        return self.request("GET", "/user")
+
+    # Projects
+    def list_projects(self, limit: int | None = None) -> list[Project]:
+        return self._pages("/projects", limit=limit)
+
+    def get_project(self, project: str) -> Project:
+        """By id or name."""
+        return self.request("GET", f"/projects/{project}")
+
+    def create_project(self, name: str, **settings: str | None) -> Project:
+        """settings: framework, install_command, build_command, start_command, root_directory."""
+        return self.request("POST", "/projects", json={"name": name, **_present(settings)})
+
+    def update_project(self, project: str, **changes: str | None) -> Project:
+        return self.request("PATCH", f"/projects/{project}", json=_present(changes))
+
+    def delete_project(self, project: str) -> Project:
+        return self.request("DELETE", f"/projects/{project}")
+
+    # Deployments
+    def create_deployment(self, project: str, source: IO[bytes], target: DeployTarget = "preview",
+                          on_progress: Callable[[int], None] | None = None) -> Deployment:
+        """Uploads a .tar.gz (an open binary file) and starts a deployment. `on_progress(n)` is told of every
+        chunk of n bytes sent, so a caller can draw a progress bar."""
+        form = self.http.build_request("POST", "/deployments", data={"project": project, "target": target},
+                                       files={"source": ("source.tar.gz", source, "application/gzip")})
+
+        def chunks() -> Iterator[bytes]:
+            for chunk in form.stream:  # type: ignore[union-attr]
+                yield chunk
+                if on_progress:
+                    on_progress(len(chunk))
+
+        headers = {"Content-Type": form.headers["Content-Type"], "Content-Length": form.headers["Content-Length"]}
+        return self.request("POST", "/deployments", content=chunks(), headers=headers)
+
+    def list_deployments(self, project: str | None = None, status: str | None = None, target: str | None = None,
+                         limit: int | None = None) -> list[Deployment]:
+        return self._pages("/deployments", {"project": project, "status": status, "target": target}, limit)
+
+    def get_deployment(self, deployment_id: str) -> Deployment:
+        return self.request("GET", f"/deployments/{deployment_id}")
+
+    def deployment_events(self, deployment_id: str, since: int | None = None) -> list[DeploymentEvent]:
+        """The build and runtime log so far, oldest first (only events after id `since`, when given)."""
+        events: list[DeploymentEvent] = []
+        while True:
+            batch = self.request("GET", f"/deployments/{deployment_id}/events",
+                                 params=_present({"since": since, "limit": EVENTS_PAGE}))
+            events.extend(batch)
+            if len(batch) < EVENTS_PAGE:
+                return events
+            since = batch[-1]["id"]
+
+    def follow_events(self, deployment_id: str) -> EventStream:
+        """The log as it happens (server-sent events), until the deployment settles; iterate over it for the
+        events, then read its `status`. A dropped connection is resumed after the last event seen
+        (Last-Event-ID), so no line is shown twice or lost."""
+        return EventStream(self, deployment_id)
+
+    def _follow(self, deployment_id: str, stream: EventStream) -> Iterator[DeploymentEvent]:
+        last_id: str | None = None
+        for attempt in range(6):
+            headers = {"Accept": "text/event-stream"}
+            if last_id is not None:
+                headers["Last-Event-ID"] = last_id
+            try:
+                with self.http.stream("GET", f"/deployments/{deployment_id}/events", params={"follow": "true"},
+                                      headers=headers, timeout=httpx.Timeout(30.0, read=None)) as response:
+                    if not response.is_success:
+                        response.read()
+                        raise _error_from(response)
+                    for event_id, kind, data in _server_sent_events(response.iter_lines()):
+                        if kind == "end":  # the deployment settled: {"status": ...}
+                            stream.status = data.get("status") if isinstance(data, dict) else None
+                            return
+                        if event_id is not None:
+                            if last_id is not None and _not_after(event_id, last_id):
+                                continue
+                            last_id = event_id
+                        yield data
+                return  # closed without an end event: the server stopped; the caller reads the status
+            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                if attempt == 5:
+                    raise RunixConnectionError(self.api_url, f"the log stream kept breaking ({exc})") from exc
+                time.sleep(0.2 * (attempt + 1))
+            except httpx.TransportError as exc:
+                raise RunixConnectionError(self.api_url, _reason(exc)) from exc
+
+    def wait_until_settled(self, deployment_id: str, poll: float = 0.5, timeout: float = 900.0) -> Deployment:
+        """Polls until READY, ERROR or CANCELED."""
+        deadline = time.monotonic() + timeout
+        while True:
+            deployment = self.get_deployment(deployment_id)
+            if deployment["status"] in SETTLED or time.monotonic() > deadline:
+                return deployment
+            time.sleep(poll)
+
+    def cancel_deployment(self, deployment_id: str) -> Deployment:
+        return self.request("POST", f"/deployments/{deployment_id}/cancel")
+
+    def promote_deployment(self, deployment_id: str) -> Deployment:
+        """Makes a READY deployment the production one, without a rebuild (also how rollback works)."""
+        return self.request("POST", f"/deployments/{deployment_id}/promote")
+
+    def delete_deployment(self, deployment_id: str) -> Deployment:
+        return self.request("DELETE", f"/deployments/{deployment_id}")
+
+    # Environment variables
+    def list_env(self, project: str) -> list[EnvVar]:
+        return self.request("GET", f"/projects/{project}/env")
+
+    def add_env(self, project: str, key: str, value: str, targets: Iterable[EnvTarget] | None = None,
+                sensitive: bool = False) -> EnvVar:
+        body: dict[str, Any] = {"key": key, "value": value, "type": "sensitive" if sensitive else "plain"}
+        if targets:
+            body["targets"] = list(targets)
+        return self.request("POST", f"/projects/{project}/env", json=body)
+
+    def update_env(self, project: str, env_id: str, **changes: Any) -> EnvVar:
+        return self.request("PATCH", f"/projects/{project}/env/{env_id}", json=_present(changes))
+
+    def remove_env(self, project: str, env_id: str) -> EnvVar:
+        return self.request("DELETE", f"/projects/{project}/env/{env_id}")
+
+    # Domains
+    def list_domains(self, project: str) -> list[Domain]:
+        return self.request("GET", f"/projects/{project}/domains")
+
+    def add_domain(self, project: str, name: str) -> Domain:
+        return self.request("POST", f"/projects/{project}/domains", json={"name": name})
+
+    def verify_domain(self, project: str, name: str) -> Domain:
+        return self.request("POST", f"/projects/{project}/domains/{name}/verify")
+
+    def remove_domain(self, project: str, name: str) -> Domain:
+        return self.request("DELETE", f"/projects/{project}/domains/{name}")
+
+    # Billing
+    def billing(self) -> Billing:
+        return self.request("GET", "/billing")
+
+    def change_plan(self, plan: str) -> Billing:
+        return self.request("PUT", "/billing/plan", json={"plan": plan})
+
+
+class EventStream:
+    """A deployment's log as it happens: iterate for the events; `status` is the final status once the stream
+    ends (None when the server closed it without saying)."""
+
+    def __init__(self, client: RunixClient, deployment_id: str):
+        self.client = client
+        self.deployment_id = deployment_id
+        self.status: str | None = None
+
+    def __iter__(self) -> Iterator[DeploymentEvent]:
+        return self.client._follow(self.deployment_id, self)
+
+
+def _present(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _reason(exc: httpx.TransportError) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused or host unknown (is `runix server` running there?)"
+    if isinstance(exc, httpx.TimeoutException):
+        return "it did not answer in time"
+    return str(exc) or type(exc).__name__
+
+
+def _not_after(candidate: str, seen: str) -> bool:
+    """True when event `candidate` was delivered already (its id is not after `seen`)."""
+    try:
+        return int(candidate) <= int(seen)
+    except ValueError:
+        return False
+
+
+def _server_sent_events(lines: Iterable[str]) -> Iterator[tuple[str | None, str, Any]]:
+    """(id, event type, decoded data) for each event of a text/event-stream; comments (keep-alives) are skipped."""
+    event_id: str | None = None
+    kind = "message"
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                payload = "\n".join(data)
+                try:
+                    yield event_id, kind, json.loads(payload)
+                except ValueError:
+                    yield event_id, kind, {"text": payload}
+            event_id, kind, data = None, "message", []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            data.append(value)
+        elif name == "id":
+            event_id = value
+        elif name == "event":
+            kind = value
