@@ -201,3 +201,55 @@ def which_or_missing(cmd: str, why: str) -> str:
     if not path:
         missing_service(cmd, why)
     return path  # type: ignore[return-value]
+
+
+@dataclass
+class CliShell:
+    """The real `runix` executable in a shell of its own: its own HOME and XDG_CONFIG_HOME, pointed at one API."""
+
+    home: Path
+    api_url: str | None = None
+    env_extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def credentials_path(self) -> Path:
+        return self.home / ".config" / "runix" / "credentials.json"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNIX_") and k != "NO_COLOR"}
+        env.update({"HOME": str(self.home), "XDG_CONFIG_HOME": str(self.home / ".config")})
+        if self.api_url:
+            env["RUNIX_API_URL"] = self.api_url
+        env.update(self.env_extra)
+        return env
+
+    def run(self, *args: str, input: str | None = None, cwd: Path | None = None, expect: int | None = 0,
+            timeout: float = 120, executable: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Runs `runix ARGS`; asserts the exit status is `expect` (None: any), showing both streams if not."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run([*(executable or [RUNIX]), *args], input=input if input is not None else "",
+                                capture_output=True, text=True, cwd=cwd or self.home, env=self.env(),
+                                timeout=timeout)
+        if expect is not None:
+            assert result.returncode == expect, (
+                f"runix {' '.join(args)} exited {result.returncode}, expected {expect}\n"
+                f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
+        return result
+
+    def json(self, *args: str, cwd: Path | None = None) -> object:
+        import json
+
+        return json.loads(self.run(*args, "--json", cwd=cwd).stdout)
+
+    def popen(self, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        return subprocess.Popen([RUNIX, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=cwd or self.home, env=self.env())
+
+    def login_with_token(self, server: RunixServer, account: Account, name: str = "tests") -> str:
+        """Stores a new CLI token of `account` with `runix login --token`; returns the token."""
+        r = account.client.post("/auth/cli-token", json={"name": name})
+        assert r.status_code == 201, r.text
+        token = r.json()["token"]
+        self.run("login", "--token", token, "--api-url", server.url)
+        return token

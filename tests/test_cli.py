@@ -1,0 +1,268 @@
+"""The real `runix` executable against a real server: sign-in, projects, env vars, domains, tokens, billing, and the
+errors a person can act on. Each test has its own HOME and XDG_CONFIG_HOME."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from tests.support import Account, CliShell, RunixServer, free_port, read_code, running_server
+
+
+@pytest.fixture
+def shell(tmp_path: Path, server: RunixServer) -> CliShell:
+    return CliShell(tmp_path / "home", server.url)
+
+
+@pytest.fixture
+def signed_in(shell: CliShell, server: RunixServer, account: Account) -> CliShell:
+    shell.login_with_token(server, account)
+    return shell
+
+
+@pytest.fixture(scope="module")
+def rate_limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    """A server allowing 3 API requests a minute, with the account's budget spent. A `runix projects ls` started
+    now has to wait for the window (up to a minute) and retry by itself: it is started here, by the module's first
+    test, so that the wait overlaps the other tests, and the module's last test reads its result."""
+    tmp = tmp_path_factory.mktemp("rate-limited")
+    with running_server(tmp, RUNIX_RATE_LIMIT_PER_MINUTE="3") as server:
+        account = server.sign_in()
+        token = account.client.post("/auth/cli-token", json={"name": "rate"}).json()["token"]
+        shell = CliShell(tmp / "home", server.url, {"RUNIX_TOKEN": token})
+        while account.client.get("/user").status_code != 429:
+            pass
+        write = shell.run("projects", "add", "blocked", expect=1)
+        no_wait = CliShell(tmp / "home", server.url, {"RUNIX_TOKEN": token, "RUNIX_RATE_LIMIT_WAIT": "0"}).run(
+            "projects", "ls", expect=1)
+        waiting = shell.popen("projects", "ls", "--json")
+        waiting.stdin.close()  # type: ignore[union-attr]
+        waiting.stdin = None
+        yield SimpleNamespace(write=write, no_wait=no_wait, waiting=waiting, started=time.monotonic())
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
+
+
+def test_rate_limited_commands_say_when_to_retry(rate_limited: SimpleNamespace) -> None:
+    for result in (rate_limited.write, rate_limited.no_wait):
+        assert "Rate limited" in result.stderr and "Retry in" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def _command_paths() -> list[list[str]]:
+    import typer.main
+
+    from runix.cli.main import app
+
+    paths: list[list[str]] = [[]]
+
+    def walk(group: object, prefix: list[str]) -> None:
+        for name, command in getattr(group, "commands", {}).items():
+            paths.append([*prefix, name])
+            walk(command, [*prefix, name])
+
+    walk(typer.main.get_command(app), [])
+    return paths
+
+
+def test_help_of_every_command(tmp_path: Path) -> None:
+    shell = CliShell(tmp_path / "home")
+    paths = _command_paths()
+    assert {"deploy", "login", "rollback"} <= {p[0] for p in paths if p}
+    assert len(paths) > 30
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda p: shell.run(*p, "--help"), paths))
+    for path, result in zip(paths, results, strict=True):
+        assert "Usage: runix" in result.stdout, (path, result.stdout)
+    assert "--project" in results[paths.index(["deploy"])].stdout
+    assert shell.run("--version").stdout.startswith("runix ")
+    # Usage errors exit 2.
+    assert "No such option" in shell.run("projects", "ls", "--nope", expect=2).stderr
+
+
+def test_login_with_the_mailed_code_then_logout(tmp_path: Path, server: RunixServer) -> None:
+    shell = CliShell(tmp_path / "home")  # no RUNIX_API_URL: --api-url says where
+    email = f"cli-{uuid.uuid4().hex[:10]}@example.com"
+    proc = shell.popen("login", "--api-url", server.url)
+    assert proc.stdin is not None
+    proc.stdin.write(email + "\n")
+    proc.stdin.flush()
+    code = read_code(server.maildir, email)
+    out, err = proc.communicate(code + "\n", timeout=30)
+    assert proc.returncode == 0, err
+    assert f"Logged in as {email}" in err
+
+    path = shell.credentials_path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    saved = json.loads(path.read_text())
+    assert saved["api_url"] == server.url and saved["email"] == email
+    assert saved["token"].startswith("rnx_c_") and saved["token_id"].startswith("tok_")
+
+    me = shell.json("whoami")
+    assert me["email"] == email and me["api_url"] == server.url
+    assert shell.run("whoami").stdout.strip() == email
+    tokens = shell.json("tokens", "ls")
+    # Login swapped the short-lived session token for the CLI token and revoked the session.
+    assert [t["kind"] for t in tokens] == ["cli"] and tokens[0]["id"] == saved["token_id"]
+
+    shell.run("logout")
+    assert not path.exists()
+    r = httpx.get(f"{server.url}/user", headers={"Authorization": f"Bearer {saved['token']}"})
+    assert r.status_code == 401
+    result = shell.run("whoami", expect=1)
+    assert "runix login" in result.stderr
+    assert "not logged in" in shell.run("logout").stderr
+
+
+def test_login_with_a_wrong_code_stores_nothing(shell: CliShell) -> None:
+    result = shell.run("login", "--email", "wrong-code@example.com", input="000000\n", expect=1)
+    assert "wrong or has expired" in result.stderr
+    assert "runix login" in result.stderr
+    assert not shell.credentials_path.exists()
+
+
+def test_login_in_the_browser_with_the_device_code(shell: CliShell, server: RunixServer, account: Account) -> None:
+    proc = shell.popen("login", "--web")
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert "Open " in line and "/dashboard/device" in line, line
+    user_code = line.rsplit("code ", 1)[1].strip().rstrip(".")
+    r = account.client.post("/auth/device/approve", json={"user_code": user_code})
+    assert r.status_code == 200, r.text
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert f"Logged in as {account.email}" in err
+    assert shell.json("whoami")["email"] == account.email
+    saved = json.loads(shell.credentials_path.read_text())
+    assert saved["token"].startswith("rnx_c_")
+
+
+def test_token_from_the_environment_and_a_revoked_token(shell: CliShell, server: RunixServer,
+                                                          account: Account) -> None:
+    token = account.client.post("/auth/cli-token", json={"name": "env"}).json()
+    env_shell = CliShell(shell.home, server.url, {"RUNIX_TOKEN": token["token"]})
+    assert env_shell.json("whoami")["email"] == account.email
+    assert not shell.credentials_path.exists()
+    assert account.client.delete(f"/auth/tokens/{token['id']}").status_code == 200
+    result = env_shell.run("projects", "ls", expect=1)
+    assert "expired or was revoked" in result.stderr and "runix login" in result.stderr
+
+
+def test_unreachable_server_names_the_url(shell: CliShell) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = CliShell(shell.home, url, {"RUNIX_TOKEN": "rnx_c_whatever"}).run("projects", "ls", expect=1)
+    assert f"Could not reach the Runix API at {url}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_projects(signed_in: CliShell, tmp_path: Path) -> None:
+    created = signed_in.json("projects", "add", "cli-demo", "--build-command", "make")
+    assert created["name"] == "cli-demo" and created["build_command"] == "make"
+    assert [p["name"] for p in signed_in.json("projects", "ls")] == ["cli-demo"]
+    assert "cli-demo" in signed_in.run("projects", "ls").stdout
+    assert signed_in.json("projects", "inspect", "cli-demo")["id"] == created["id"]
+    assert "make" in signed_in.run("projects", "inspect", created["id"]).stdout
+    assert "already" in signed_in.run("projects", "add", "cli-demo", expect=1).stderr
+
+    # Deleting asks; with no terminal to ask at and no --yes it refuses and changes nothing.
+    refused = signed_in.run("projects", "rm", "cli-demo", expect=1)
+    assert "Refusing" in refused.stderr and "--yes" in refused.stderr
+    assert signed_in.json("projects", "inspect", "cli-demo")["id"] == created["id"]
+    signed_in.run("projects", "rm", "cli-demo", "--yes")
+    assert signed_in.json("projects", "ls") == []
+    assert "not found" in signed_in.run("projects", "inspect", "cli-demo", expect=1).stderr
+    # Without --project and outside a deployed folder, project commands are a usage error.
+    assert "--project" in signed_in.run("env", "ls", cwd=tmp_path, expect=2).stderr
+
+
+def test_env_add_ls_pull_rm(signed_in: CliShell, tmp_path: Path) -> None:
+    signed_in.run("projects", "add", "env-demo")
+    p = ("--project", "env-demo")
+    signed_in.run("env", "add", "GREETING", "hello world", *p)
+    signed_in.run("env", "add", "API_URL", *p, "--target", "development", "--target", "preview",
+                  input='https://api.example.com/"v1"\n')
+    signed_in.run("env", "add", "SECRET", "s3cr3t", "--sensitive", *p)
+    added = signed_in.json("env", "ls", *p)
+    by_key = {v["key"]: v for v in added}
+    assert by_key["GREETING"]["value"] == "hello world"
+    assert sorted(by_key["API_URL"]["targets"]) == ["development", "preview"]
+    assert by_key["API_URL"]["value"] == 'https://api.example.com/"v1"'  # from stdin, newline dropped
+    assert by_key["SECRET"]["value"] is None and by_key["SECRET"]["type"] == "sensitive"
+    assert "s3cr3t" not in signed_in.run("env", "ls", *p).stdout
+    assert [v["key"] for v in signed_in.json("env", "ls", *p, "--target", "production")] != ["API_URL"]
+    assert "already set" in signed_in.run("env", "add", "GREETING", "again", *p, expect=1).stderr
+
+    pulled = signed_in.run("env", "pull", *p, cwd=tmp_path)
+    dotenv = tmp_path / ".env"
+    lines = dotenv.read_text().splitlines()
+    assert 'GREETING="hello world"' in lines and 'API_URL="https://api.example.com/\\"v1\\""' in lines
+    assert not any(line.startswith("SECRET") for line in lines)
+    assert "SECRET" in pulled.stderr and "Skipped sensitive" in pulled.stderr
+    assert stat.S_IMODE(dotenv.stat().st_mode) == 0o600
+
+    signed_in.run("env", "rm", "GREETING", *p)
+    assert "GREETING" not in {v["key"] for v in signed_in.json("env", "ls", *p)}
+    # Pulling again would change the file: with no terminal it refuses unless --yes.
+    assert "Refusing" in signed_in.run("env", "pull", *p, cwd=tmp_path, expect=1).stderr
+    assert signed_in.json("env", "pull", *p, "--yes", cwd=tmp_path)["written"] == ["API_URL"]
+    assert "GREETING" not in dotenv.read_text()
+
+
+def test_domains(signed_in: CliShell) -> None:
+    signed_in.run("projects", "add", "dom-demo")
+    name = f"www.cli-{os.getpid()}-{time.monotonic_ns() % 10**6}.example.com"
+    added = signed_in.run("domains", "add", name, "--project", "dom-demo")
+    domain = signed_in.json("domains", "ls", "--project", "dom-demo")[0]
+    record = domain["verification"]
+    assert domain["name"] == name and domain["verified"] is False
+    assert f"TXT  {record['name']}  {record['value']}" in added.stdout
+    refused = signed_in.run("domains", "rm", name, "--project", "dom-demo", expect=1)
+    assert "Refusing" in refused.stderr
+    signed_in.run("domains", "rm", name, "--project", "dom-demo", "--yes")
+    assert signed_in.json("domains", "ls", "--project", "dom-demo") == []
+
+
+def test_tokens_and_billing(signed_in: CliShell, account: Account) -> None:
+    tokens = signed_in.json("tokens", "ls")
+    saved = json.loads(signed_in.credentials_path.read_text())
+    other = next(t for t in tokens if t["kind"] == "session")
+    signed_in.run("tokens", "rm", other["id"])
+    assert other["id"] not in {t["id"] for t in signed_in.json("tokens", "ls")}
+    assert account.client.get("/user").status_code == 401
+
+    billing = signed_in.json("billing")
+    assert billing["plan"] == "hobby" and billing["limits"]["deploys_per_hour"] == 5
+    table = signed_in.run("billing").stdout
+    assert "Plan: Hobby" in table and "deploys per hour" in table
+    assert saved["token"].startswith("rnx_c_")
+
+
+def test_rate_limited_reads_wait_and_retry(rate_limited: SimpleNamespace) -> None:
+    out, err = rate_limited.waiting.communicate(timeout=90)
+    assert rate_limited.waiting.returncode == 0, err
+    assert "retrying in" in err
+    assert json.loads(out) == []
+
+
+def test_typer_path_of_deploy_agrees(tmp_path: Path) -> None:
+    """`runix deploy` parses plain arguments without Typer; both paths reject a missing folder the same way."""
+    shell = CliShell(tmp_path / "home")
+    fast = shell.run("deploy", str(tmp_path / "missing"), expect=2)
+    slow = shell.run("deploy", str(tmp_path / "missing"), executable=[sys.executable, "-m", "runix.cli.main"],
+                     expect=2)
+    assert fast.stderr == slow.stderr and "is not a folder" in fast.stderr
+    assert subprocess.run([sys.executable, "-c", "import runix.cli.deploy, sys; "
+                           "assert 'typer' not in sys.modules"], check=False).returncode == 0
