@@ -103,10 +103,8 @@ class _Build:
         except asyncio.CancelledError:
             await _kill(proc, pumps)
             raise
-        self.log("stdout", "TIMING exited")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(pumps, DRAIN_SECONDS)
-        self.log("stdout", "TIMING drained")
         if code != 0:
             raise BuildFailed(f"{step.title} failed: `{step.command}` exited with code {code} (see the build log)")
 
@@ -177,7 +175,6 @@ def _python_toolchain(layout: Layout, release_dir: Path) -> _Toolchain:
             "UV_CACHE_DIR": str(cache),
             # The cache and the release are different mounts in the sandbox: copy instead of trying hardlinks.
             "UV_LINK_MODE": "copy",
-            "UV_COMPILE_BYTECODE": "1",
             "UV_PYTHON_DOWNLOADS": "never",
             "UV_NO_PROGRESS": "1",
         },
@@ -290,17 +287,13 @@ async def _build_release(layout: Layout, settings: Settings, deployment_id: str,
     build = _Build(release_dir=release_dir, app_dir=app_dir, env=_build_env(toolchain, env),
                    writable=[release_dir, *toolchain.writable], readonly=toolchain.readonly, sandbox=settings.sandbox,
                    deadline=deadline, timeout=settings.build_timeout, log=log)
-    import time as _t; _s = _t.monotonic()
     for step in _steps(plan, release_dir, project_settings):
         await build.run(step)
-        log("stdout", f"TIMING step done {_t.monotonic() - _s:.3f}")
     # Python apps print as they go, so their log lines reach the events live.
     release_env = {"PYTHONUNBUFFERED": "1", **toolchain.release_env}
     release = Release(deployment_id=deployment_id, path=release_dir, app_dir=app_dir, kind=plan.kind,
                       start_command=plan.start_command, env_path=toolchain.env_path, env=release_env)
     (release_dir / RELEASE_FILE).write_text(json.dumps(release.to_json(), indent=2))
-    log("stdout", f"TIMING json {_t.monotonic() - _s:.3f}")
     await asyncio.to_thread(make_read_only, release_dir)
-    log("stdout", f"TIMING ro {_t.monotonic() - _s:.3f}")
     log("stdout", f"==> Release ready; the app starts with: {plan.start_command}")
     return release
