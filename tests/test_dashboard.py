@@ -8,7 +8,10 @@ collected, and the last test checks each maps to a registered dashboard action w
 from __future__ import annotations
 
 import io
+import json
+import os
 import re
+import subprocess
 import tarfile
 import time
 import uuid
@@ -21,7 +24,7 @@ import pytest
 
 from runix.dashboard import ACTIONS
 from tests.fake_github import FakeGitHub, GitHubUser
-from tests.support import ROOT, RunixServer, missing_service, read_code, running_server
+from tests.support import ROOT, RUNIX, RunixServer, missing_service, read_code, running_server
 
 pytestmark = pytest.mark.browser
 
@@ -43,7 +46,7 @@ def github() -> Iterator[FakeGitHub]:
 @pytest.fixture(scope="module")
 def dash(tmp_path_factory: pytest.TempPathFactory, github: FakeGitHub) -> Iterator[RunixServer]:
     with running_server(tmp_path_factory.mktemp("dashboard"), RUNIX_RATE_LIMIT_PER_MINUTE="100000",
-                        RUNIX_HEALTH_TIMEOUT="30", **github.env()) as server:
+                        RUNIX_HEALTH_TIMEOUT="30", RUNIX_DEVICE_POLL_INTERVAL="1", **github.env()) as server:
         yield server
 
 
@@ -362,6 +365,37 @@ def test_cli_device_login_approved_in_the_browser(alice: Alice, dash: RunixServe
     page.fill("input[name=user_code]", "BBBB-CCCC")
     page.click("text=Continue")
     assert "unknown or has expired" in page.inner_text("#device-problem")
+
+
+def test_runix_login_web_approved_in_the_browser(alice: Alice, dash: RunixServer, tmp_path: Path) -> None:
+    """The real CLI, `runix login --web`, as a subprocess: it prints a code, the browser approves it, and the CLI
+    stores a CLI token that works."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNIX_")}
+    env.update(XDG_CONFIG_HOME=str(tmp_path), RUNIX_API_URL=dash.url, RUNIX_NO_BROWSER="1", COLUMNS="300")
+    cli = subprocess.Popen([RUNIX, "login", "--web"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        user_code = None
+        assert cli.stderr is not None
+        for line in cli.stderr:
+            found = re.search(r"\b([B-Z]{4}-[B-Z]{4})\b", line)
+            if found:
+                user_code = found.group(1)
+                break
+        assert user_code, "runix login --web printed no code"
+        page = alice.page
+        page.goto(f"/dashboard/device?user_code={user_code}")
+        page.click("button:has-text('Approve')")
+        assert "Approved" in page.inner_text("#device-result")
+        cli.wait(timeout=30)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert cli.returncode == 0
+    saved = json.loads((tmp_path / "runix" / "credentials.json").read_text())
+    assert saved["token"].startswith("rnx_c_")
+    me = httpx.get(f"{dash.url}/user", headers={"Authorization": f"Bearer {saved['token']}"})
+    assert me.json()["email"] == alice.email
 
 
 def test_forms_need_a_csrf_token(alice: Alice, dash: RunixServer) -> None:
