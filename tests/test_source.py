@@ -57,6 +57,8 @@ def rejected(layout: Layout, data: bytes, limits: SourceLimits = LIMITS) -> str:
     with pytest.raises(SourceRejected) as caught:
         store_upload(layout, io.BytesIO(data), limits)
     assert isinstance(caught.value, BadRequest)
+    assert caught.value.body() == {"error": caught.value.message, "code": "BAD_REQUEST",
+                                   "details": {"rule": caught.value.rule}}
     # A rejected upload leaves nothing behind: no archive, no temp file.
     assert [p for p in layout.sources.rglob("*") if p.is_file()] == []
     return caught.value.message

@@ -31,7 +31,23 @@ MAX_LINK_HOPS = 40
 
 
 class SourceRejected(BadRequest):
-    code = "INVALID_SOURCE"
+    """The upload broke a rule: the message says which, `rule` names it for programs (also in the body's details)."""
+
+    def __init__(self, message: str, *, rule: str):
+        super().__init__(message, details={"rule": rule})
+        self.rule = rule
+
+
+def _too_large_unpacked(limit: int) -> SourceRejected:
+    return SourceRejected(f"Archive unpacks to more than {limit} bytes", rule="too_large_unpacked")
+
+
+def _too_large_compressed(limit: int) -> SourceRejected:
+    return SourceRejected(f"Archive is larger than {limit} bytes compressed", rule="too_large_compressed")
+
+
+def _link_outside(name: str) -> SourceRejected:
+    return SourceRejected(f"Archive entry '{name}' links outside the app folder", rule="link_outside")
 
 
 @dataclass(frozen=True)
@@ -76,7 +92,7 @@ class _BoundedReader:
         data = self.raw.read(min(size, self.limit - self.count + 1))
         self.count += len(data)
         if self.count > self.limit:
-            raise SourceRejected(f"Archive unpacks to more than {self.unpacked_limit} bytes")
+            raise _too_large_unpacked(self.unpacked_limit)
         return data
 
 
@@ -84,7 +100,7 @@ class _BoundedReader:
 def _open_tar(archive: Path, limits: SourceLimits) -> Iterator[tarfile.TarFile]:
     with open(archive, "rb") as raw:
         if raw.read(2) != b"\x1f\x8b":
-            raise SourceRejected("Source is not a gzip-compressed tar archive (.tar.gz)")
+            raise SourceRejected("Source is not a gzip-compressed tar archive (.tar.gz)", rule="not_tar_gz")
         raw.seek(0)
         with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
             bounded = _BoundedReader(unzipped, limits.max_stream_bytes, limits.max_unpacked_bytes)
@@ -92,16 +108,16 @@ def _open_tar(archive: Path, limits: SourceLimits) -> Iterator[tarfile.TarFile]:
                 with tarfile.open(fileobj=bounded, mode="r|") as tar:  # type: ignore[call-overload]
                     yield tar
             except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-                raise SourceRejected(f"Source is not a valid .tar.gz archive ({exc})") from exc
+                raise SourceRejected(f"Source is not a valid .tar.gz archive ({exc})", rule="not_tar_gz") from exc
 
 
 def _entry_name(member: tarfile.TarInfo) -> str:
     name = member.name
     if name.startswith("/") or posixpath.isabs(name):
-        raise SourceRejected(f"Archive entry '{name}' has an absolute path")
+        raise SourceRejected(f"Archive entry '{name}' has an absolute path", rule="absolute_path")
     parts = name.split("/")
     if ".." in parts:
-        raise SourceRejected(f"Archive entry '{name}' leaves the app folder")
+        raise SourceRejected(f"Archive entry '{name}' leaves the app folder", rule="leaves_folder")
     normalized = posixpath.normpath(name)
     return "" if normalized == "." else normalized
 
@@ -141,41 +157,42 @@ def _check_archive(archive: Path, limits: SourceLimits) -> None:
         for member in tar:
             entries += 1
             if entries > limits.max_files:
-                raise SourceRejected(f"Archive has more than {limits.max_files} files")
+                raise SourceRejected(f"Archive has more than {limits.max_files} files", rule="too_many_files")
             name = _entry_name(member)
             if member.ischr() or member.isblk() or member.isfifo():
-                raise SourceRejected(f"Archive entry '{member.name}' is a device or FIFO file")
+                raise SourceRejected(f"Archive entry '{member.name}' is a device or FIFO file", rule="special_file")
             if member.isreg():
                 declared_bytes += member.size
                 if declared_bytes > limits.max_unpacked_bytes:
-                    raise SourceRejected(f"Archive unpacks to more than {limits.max_unpacked_bytes} bytes")
+                    raise _too_large_unpacked(limits.max_unpacked_bytes)
             if not member.isdir():
                 if name in seen:
-                    raise SourceRejected(f"Archive entry '{member.name}' appears more than once")
+                    raise SourceRejected(f"Archive entry '{member.name}' appears more than once",
+                                         rule="duplicate_entry")
                 seen.add(name)
             if member.issym():
                 if posixpath.isabs(member.linkname):
-                    raise SourceRejected(f"Archive entry '{member.name}' links outside the app folder")
+                    raise _link_outside(member.name)
                 symlinks[name] = member.linkname
             elif member.islnk():
                 hardlinks[name] = member.linkname
     if entries == 0:
-        raise SourceRejected("Archive is empty")
+        raise SourceRejected("Archive is empty", rule="empty")
     for name, target in symlinks.items():
         if _resolve(posixpath.join(posixpath.dirname(name), target), symlinks) is None:
-            raise SourceRejected(f"Archive entry '{name}' links outside the app folder")
+            raise _link_outside(name)
     for name, target in hardlinks.items():
         if posixpath.isabs(target) or _resolve(target, symlinks) is None:
-            raise SourceRejected(f"Archive entry '{name}' links outside the app folder")
+            raise _link_outside(name)
     for name in seen:
         if _resolve(posixpath.dirname(name), symlinks) is None:
-            raise SourceRejected(f"Archive entry '{name}' leaves the app folder through a link")
+            raise SourceRejected(f"Archive entry '{name}' leaves the app folder through a link", rule="link_outside")
 
 
 def validate(archive: Path, limits: SourceLimits) -> None:
     """Raises SourceRejected unless the archive at `archive` follows every rule."""
     if archive.stat().st_size > limits.max_compressed_bytes:
-        raise SourceRejected(f"Archive is larger than {limits.max_compressed_bytes} bytes compressed")
+        raise _too_large_compressed(limits.max_compressed_bytes)
     _check_archive(archive, limits)
 
 
@@ -191,11 +208,11 @@ def store_upload(layout: Layout, stream: BinaryIO, limits: SourceLimits) -> Stor
             while chunk := stream.read(CHUNK):
                 size += len(chunk)
                 if size > limits.max_compressed_bytes:
-                    raise SourceRejected(f"Archive is larger than {limits.max_compressed_bytes} bytes compressed")
+                    raise _too_large_compressed(limits.max_compressed_bytes)
                 digest.update(chunk)
                 out.write(chunk)
         if size == 0:
-            raise SourceRejected("Source is empty: upload a .tar.gz of the app folder")
+            raise SourceRejected("Source is empty: upload a .tar.gz of the app folder", rule="empty")
         _check_archive(temp, limits)
         sha256 = digest.hexdigest()
         final = layout.source_archive(sha256)
@@ -237,4 +254,5 @@ def extract(archive: Path, dest: Path, limits: SourceLimits) -> None:
                 # on disk, drops owners and unsafe mode bits.
                 tar.extract(member, dest, filter="data")
             except tarfile.FilterError as exc:
-                raise SourceRejected(f"Archive entry '{member.name}' is not allowed ({exc})") from exc
+                message = f"Archive entry '{member.name}' is not allowed ({exc})"
+                raise SourceRejected(message, rule="not_allowed") from exc
