@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     health_timeout: float = Field(60.0, description="Seconds an app has to answer HTTP after it starts.")
     idle_timeout: float = Field(900.0, description="Seconds without traffic before a non-production app sleeps.")
     sandbox: bool = Field(True, description="Run builds and apps under bubblewrap.")
-    app_memory_mb: int = Field(1024, ge=64, description="Address space an app may use (Node needs about 1 GB).")
+    app_memory_mb: int = Field(512, ge=64, description="Memory (heap and private mappings) an app may use.")
     app_max_processes: int = Field(256, ge=1, description="Processes an app may run (where the limit applies).")
     app_max_open_files: int = Field(4096, ge=16, description="Files an app may have open.")
     max_parallel_builds: int = Field(2, ge=1, description="Builds running at once on this server (per plan: fewer).")

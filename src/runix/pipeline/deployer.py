@@ -63,7 +63,7 @@ class Deployer:
         self.router: Router = router or EmbeddedRouter(settings.host, settings.router_port, waker=self.wake,
                                                        wake_timeout=settings.health_timeout)
         self.runtime: Runtime = runtime or make_runtime(
-            settings.runtime, work_dir=ctx.layout.root / "apps", on_log=self._app_log, on_port=self._app_port,
+            settings.runtime, on_log=self._app_log, on_port=self._app_port,
             health_timeout=settings.health_timeout, memory_bytes=settings.app_memory_mb * 1024 * 1024,
             max_processes=settings.app_max_processes, max_open_files=settings.app_max_open_files,
             sandbox_enabled=settings.sandbox, host=self.host)
@@ -254,7 +254,7 @@ class Deployer:
     async def _discard(self, deployment_id: str) -> None:
         """Stops whatever a failed or canceled deployment had started and removes its release."""
         self.router.set_upstream(deployment_id, None)
-        await self.runtime.stop(deployment_id)
+        await self.runtime.remove(deployment_id)
         await asyncio.to_thread(releases.remove_release, self.ctx.layout, deployment_id)
 
     async def _retire(self, deployment_id: str, *, remove: bool) -> None:
@@ -265,6 +265,7 @@ class Deployer:
             await self.runtime.stop(deployment_id)
             self._active_since.pop(deployment_id, None)
         if remove:
+            await self.runtime.remove(deployment_id)
             await asyncio.to_thread(releases.remove_release, self.ctx.layout, deployment_id)
             self._locks.pop(deployment_id, None)
 

@@ -60,6 +60,9 @@ class Runtime(Protocol):
     async def stop(self, deployment_id: str) -> None:
         """Stops the app (SIGTERM to its process group, SIGKILL after a grace period). No-op when not running."""
 
+    async def remove(self, deployment_id: str) -> None:
+        """Stops the app and deletes what the runtime kept for it (the deployment is being deleted)."""
+
     def status(self, deployment_id: str) -> AppState: ...
 
     def port(self, deployment_id: str) -> int | None:

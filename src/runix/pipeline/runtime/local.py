@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import structlog
 
@@ -72,10 +70,9 @@ class _App:
 
 
 class LocalRuntime:
-    def __init__(self, *, work_dir: Path, on_log: LogSink, on_port: PortSink, health_timeout: float = 60.0,
+    def __init__(self, *, on_log: LogSink, on_port: PortSink, health_timeout: float = 60.0,
                  memory_bytes: int = 512 * 1024 * 1024, max_processes: int = 256, max_open_files: int = 1024,
                  sandbox_enabled: bool = True, host: str = "127.0.0.1"):
-        self.work_dir = work_dir  # per-app scratch folders (the app's writable /tmp)
         self.on_log = on_log
         self.on_port = on_port
         self.health_timeout = health_timeout
@@ -110,6 +107,9 @@ class LocalRuntime:
                 await app.supervisor
         if self._apps.get(deployment_id) is app:
             del self._apps[deployment_id]
+
+    async def remove(self, deployment_id: str) -> None:
+        await self.stop(deployment_id)  # a local app keeps nothing outside its release
 
     def status(self, deployment_id: str) -> AppState:
         app = self._apps.get(deployment_id)
@@ -172,13 +172,10 @@ class LocalRuntime:
         """Starts the process and waits for its first HTTP answer on PORT; raises AppFailed (process gone) if none."""
         port = free_port(self.host)
         spec = app.spec
-        scratch = self.work_dir / spec.deployment_id
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(parents=True)
         env = {"PATH": SYSTEM_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp", **spec.env,
                "PORT": str(port), "HOST": self.host}
         argv = sandbox.sandboxed(["/bin/sh", "-c", spec.start_command], root=spec.release_dir,
-                                 writable=[scratch], readonly=[spec.release_dir], env=env, cwd=spec.app_dir,
+                                 writable=[], readonly=[spec.release_dir], env=env, cwd=spec.app_dir,
                                  network=True, enabled=self.sandbox_enabled)
         limits = sandbox.resource_limits(self.memory_bytes, self.max_processes, self.max_open_files)
         try:
