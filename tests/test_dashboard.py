@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import mailbox
 import os
 import re
 import subprocess
@@ -172,6 +173,28 @@ def test_sign_in_with_github(browser, dash: RunixServer, github: FakeGitHub) -> 
     page.click("#github-sign-in")
     assert "no verified primary email" in page.inner_text("#error-message")
     shoot(page, "github-unverified")
+    context.close()
+
+
+def test_sign_in_with_the_mailed_link(browser, dash: RunixServer) -> None:
+    email = f"linky-{uuid.uuid4().hex[:6]}@example.com"
+    assert httpx.post(f"{dash.url}/auth/email", json={"email": email}).status_code == 200
+    read_code(dash.maildir, email)  # waits for the mail
+    box = mailbox.Maildir(dash.maildir, create=False)
+    body = next(m for m in box if m["To"] == email).get_payload(decode=True).decode()
+    link = re.search(r"(http\S+/dashboard/login/link\?token=\S+)", body).group(1)
+    context = browser.new_context(viewport=DESKTOP, base_url=dash.url)
+    page = context.new_page()
+    page.goto(link)
+    assert "runix_session" not in {c["name"] for c in context.cookies()}  # opening the link alone signs nobody in
+    page.click("button:has-text('Continue')")
+    page.wait_for_url(re.compile(r"/dashboard$"))
+    assert page.inner_text(".who") == email
+    context.clear_cookies()
+    page.goto(link)  # used up
+    page.click("button:has-text('Continue')")
+    assert "wrong, used or expired" in flash_text(page)
+    assert "runix_session" not in {c["name"] for c in context.cookies()}
     context.close()
 
 

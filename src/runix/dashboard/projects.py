@@ -7,6 +7,7 @@ from typing import Any
 
 from anyio import from_thread
 from fastapi.responses import Response
+from pydantic import ValidationError
 
 from runix.dashboard.web import Call, action, page, redirect
 from runix.db.models import Project
@@ -16,14 +17,11 @@ from runix.schemas import EnvVarCreate, EnvVarUpdate, ProjectCreate, ProjectUpda
 from runix.services import deployments, domains, env, projects
 
 ACTIVE = ("QUEUED", "BUILDING", "DEPLOYING")
-SETTLED = ("READY", "ERROR", "CANCELED")
 LOG_LINES_PER_POLL = 2000
 
 
 def _model(model: Any, data: dict[str, Any]) -> Any:
     """Validates form fields with the API's own request body models (same rules, same messages)."""
-    from pydantic import ValidationError
-
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -106,8 +104,8 @@ def deployment_live(c: Call) -> Response:
     settles (the response then stops carrying the polling trigger)."""
     project = projects.get(c.db, c.me, c.params["name"])
     deployment = _deployment_of(c, project)
-    after = int(c.request.query_params.get("after", "0") or 0) if c.request.query_params.get(
-        "after", "0").isdigit() else 0
+    raw_after = c.request.query_params.get("after", "")
+    after = int(raw_after) if raw_after.isdigit() else 0
     lines = _events(c, deployment.id, after)
     return c.render("_deployment_live.html", project=project, public=projects.public(c.ctx, c.db, project),
                     d=deployment, lines=lines,
