@@ -242,6 +242,11 @@ def test_each_kind_of_bad_archive_gets_its_400_and_costs_no_deploy(user: Account
         assert body["code"] in ("BAD_REQUEST", "INVALID_SOURCE") and body["error"], (kind, body)
         messages[kind] = body["error"]
     assert len(set(messages.values())) == len(messages), messages  # each rule says what it is
+    good = tarball({"index.html": "hi"})
+    assert upload(user, "no-such-project", good).status_code == 404
+    assert upload(user, "bad-archives", good, target="staging").json()["code"] == "VALIDATION_ERROR"
+    no_file = user.client.post("/deployments", data={"project": "bad-archives"})
+    assert no_file.status_code == 400 and no_file.json()["code"] == "VALIDATION_ERROR"
     assert user.client.get("/deployments", params={"project": "bad-archives"}).json() == []
     assert user.client.get("/billing").json()["usage"]["deploys_this_hour"] == 0
 

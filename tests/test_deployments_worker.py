@@ -1,0 +1,51 @@
+"""The build queue on its own: builds never exceed the server's slots nor the plan's per-account limit, run first come
+first served, and a canceled build (waiting or running) never runs on."""
+
+from __future__ import annotations
+
+import asyncio
+
+from runix.pipeline.worker import BuildJob, BuildQueue
+
+
+def test_queue_honours_server_and_plan_limits_and_cancels() -> None:
+    async def scenario() -> None:
+        running: set[str] = set()
+        peak: dict[str, int] = {}
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def build(deployment_id: str) -> None:
+            order.append(deployment_id)
+            running.add(deployment_id)
+            account = deployment_id.split("-")[0]
+            peak[account] = max(peak.get(account, 0), sum(1 for d in running if d.startswith(account)))
+            peak["all"] = max(peak.get("all", 0), len(running))
+            try:
+                await release.wait()
+            finally:
+                running.discard(deployment_id)
+
+        queue = BuildQueue(build, max_parallel=3)
+        await queue.start()
+        for i in range(3):
+            queue.submit(BuildJob(f"hobby-{i}", "hobby", 1))
+        for i in range(4):
+            queue.submit(BuildJob(f"pro-{i}", "pro", 3))
+        await asyncio.sleep(0.05)
+        assert running == {"hobby-0", "pro-0", "pro-1"}
+        queue.cancel("hobby-1")  # still waiting: dropped
+        queue.cancel("pro-0")  # running: its task is canceled and a slot frees
+        await asyncio.sleep(0.05)
+        assert "pro-0" not in running and "pro-2" in running and queue.is_queued("pro-3")
+        release.set()
+        for _ in range(100):
+            if not any(queue.is_queued(d) for d in order + ["pro-3", "hobby-2"]):
+                break
+            await asyncio.sleep(0.01)
+        assert "hobby-1" not in order
+        assert order.index("hobby-0") < order.index("hobby-2")
+        assert peak["hobby"] == 1 and peak["pro"] <= 3 and peak["all"] <= 3
+        assert await queue.stop() == []
+
+    asyncio.run(scenario())
