@@ -1,0 +1,114 @@
+"""The API's two figures, each as a ratio to a baseline measured in the same run.
+
+1. Throughput of an authenticated `GET /projects/{name}` (token check, rate limit, one project) as a ratio to
+   `GET /healthz` (no auth, no database). Target: at least 0.35.
+2. p50 latency of `GET /projects` (first page) for an account with 10,000 projects as a ratio to one with 100.
+   Target: at most 1.5 (a page must not slow down as the data grows).
+
+`runix server` runs as a process of its own on SQLite; wrk is the load generator. The projects are seeded straight
+into the database (seeding is not what is measured). Rounds are interleaved so a noisy neighbour hits both sides.
+
+    .venv/bin/python bench/api.py [--seconds 3] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import httpx
+from sqlalchemy import insert
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _util import PYTHON, background, free_port, wrk  # noqa: E402
+
+from runix.db.models import Account, Project, utcnow  # noqa: E402
+from runix.db.session import Database  # noqa: E402
+from runix.ids import new_id  # noqa: E402
+from tests.support import read_code  # noqa: E402
+
+
+def sign_in(url: str, maildir: Path) -> str:
+    email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
+    httpx.post(f"{url}/auth/email", json={"email": email}, timeout=10).raise_for_status()
+    code = read_code(maildir, email)
+    r = httpx.post(f"{url}/auth/email/verify", json={"email": email, "code": code}, timeout=10)
+    r.raise_for_status()
+    token = r.json()["token"]
+    r = httpx.put(f"{url}/billing/plan", json={"plan": "enterprise"}, headers={"Authorization": f"Bearer {token}"})
+    r.raise_for_status()
+    return token
+
+
+def seed_projects(db: Database, token_owner_email: str, count: int, prefix: str) -> None:
+    with db.session() as s:
+        account_id = s.query(Account.id).filter(Account.email == token_owner_email).scalar()
+        now = utcnow()
+        rows = [{"id": new_id("prj"), "account_id": account_id, "name": f"{prefix}-{i}", "slug": f"{prefix}-{i}",
+                 "created_at": now, "updated_at": now} for i in range(count)]
+        s.execute(insert(Project), rows)
+
+
+def email_of(url: str, token: str) -> str:
+    return httpx.get(f"{url}/user", headers={"Authorization": f"Bearer {token}"}).json()["email"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per figure")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="runix-bench-api-") as tmp:
+        data = Path(tmp) / "data"
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {"RUNIX_DATA_DIR": str(data), "RUNIX_PORT": str(port), "RUNIX_ROUTER_PORT": str(free_port()),
+               "RUNIX_LOG_LEVEL": "warning", "RUNIX_RATE_LIMIT_PER_MINUTE": str(10**9)}
+        runix = str(Path(PYTHON).parent / "runix")
+        with background([runix, "server"], port=port, env=env, log=Path(tmp) / "server.log"):
+            big, small = sign_in(url, data / "mail"), sign_in(url, data / "mail")
+            db = Database(f"sqlite:///{data / 'runix.db'}")
+            seed_projects(db, email_of(url, big), 10_000, "big")
+            seed_projects(db, email_of(url, small), 100, "small")
+            db.dispose()
+            one = httpx.get(f"{url}/projects/big-42", headers={"Authorization": f"Bearer {big}"})
+            assert one.status_code == 200, one.text
+            pages = [httpx.get(f"{url}/projects", headers={"Authorization": f"Bearer {t}"}) for t in (big, small)]
+            assert all(len(p.json()) == 20 and 'rel="next"' in p.headers["link"] for p in pages)
+
+            throughput = []
+            for _ in range(args.rounds):
+                health = wrk(f"{url}/healthz", connections=32, seconds=args.seconds)
+                project = wrk(f"{url}/projects/big-42", connections=32, seconds=args.seconds,
+                              headers=[f"Authorization: Bearer {big}"])
+                assert health.errors == 0 and project.errors == 0, (health, project)
+                throughput.append((health.requests_per_second, project.requests_per_second))
+
+            latency = []
+            for _ in range(args.rounds):
+                large = wrk(f"{url}/projects", connections=2, seconds=args.seconds,
+                            headers=[f"Authorization: Bearer {big}"])
+                few = wrk(f"{url}/projects", connections=2, seconds=args.seconds,
+                          headers=[f"Authorization: Bearer {small}"])
+                assert large.errors == 0 and few.errors == 0, (large, few)
+                latency.append((large.p50_ms, few.p50_ms))
+
+    for health_rps, project_rps in throughput:
+        print(f"  GET /healthz {health_rps:8.0f} req/s   GET /projects/{{name}} {project_rps:8.0f} req/s")
+    ratio = statistics.median(p / h for h, p in throughput)
+    print(f"throughput of authenticated GET /projects/{{name}} / GET /healthz: {ratio:.2f}  (target >= 0.35)")
+    for large_ms, few_ms in latency:
+        print(f"  GET /projects p50: 10,000 projects {large_ms:6.2f} ms   100 projects {few_ms:6.2f} ms")
+    ratio = statistics.median(large / few for large, few in latency)
+    print(f"p50 latency of GET /projects, 10,000 projects / 100 projects: {ratio:.2f}  (target <= 1.5)")
+
+
+if __name__ == "__main__":
+    main()

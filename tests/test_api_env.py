@@ -1,0 +1,108 @@
+"""Env vars over HTTP: targets, conflicts, write-only sensitive values, encryption at rest, isolation."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.api_support import error, run_sql, stored_text
+from tests.support import Account, RunixServer
+
+
+def project(account: Account, name: str = "app") -> str:
+    r = account.client.post("/projects", json={"name": name})
+    assert r.status_code == 201, r.text
+    return name
+
+
+def test_add_list_change_remove(account: Account) -> None:
+    c, p = account.client, project(account)
+    r = c.post(f"/projects/{p}/env", json={"key": "DATABASE_URL", "value": "postgres://db/1",
+                                           "targets": ["preview", "production"], "type": "plain"})
+    assert r.status_code == 201, r.text
+    var = r.json()
+    assert var["id"].startswith("env_") and var["value"] == "postgres://db/1" and var["type"] == "plain"
+    assert var["targets"] == ["production", "preview"]
+    r = c.post(f"/projects/{p}/env", json={"key": "DEBUG", "value": "1"})
+    assert r.status_code == 201 and r.json()["targets"] == ["production", "preview", "development"]
+
+    listed = c.get(f"/projects/{p}/env").json()
+    assert [v["key"] for v in listed] == ["DATABASE_URL", "DEBUG"]
+    r = c.patch(f"/projects/{p}/env/{var['id']}", json={"value": "postgres://db/2", "targets": ["development"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["value"] == "postgres://db/2" and r.json()["targets"] == ["development"]
+    assert r.json()["created_at"] == var["created_at"]
+
+    assert c.delete(f"/projects/{p}/env/{var['id']}").status_code == 200
+    assert [v["key"] for v in c.get(f"/projects/{p}/env").json()] == ["DEBUG"]
+    error(c.delete(f"/projects/{p}/env/{var['id']}"), 404, "NOT_FOUND")
+    error(c.patch(f"/projects/{p}/env/{var['id']}", json={"value": "x"}), 404, "NOT_FOUND")
+    error(c.get("/projects/nope/env"), 404, "NOT_FOUND")
+
+
+def test_same_key_on_an_overlapping_target_conflicts(account: Account) -> None:
+    c, p = account.client, project(account)
+    first = c.post(f"/projects/{p}/env", json={"key": "API_KEY", "value": "a", "targets": ["production"]}).json()
+    error(c.post(f"/projects/{p}/env", json={"key": "API_KEY", "value": "b", "targets": ["production", "preview"]}),
+          409, "CONFLICT")
+    second = c.post(f"/projects/{p}/env", json={"key": "API_KEY", "value": "b", "targets": ["preview"]})
+    assert second.status_code == 201
+    error(c.patch(f"/projects/{p}/env/{second.json()['id']}", json={"targets": ["production"]}), 409, "CONFLICT")
+    assert c.patch(f"/projects/{p}/env/{first['id']}", json={"targets": ["development"]}).status_code == 200
+    assert c.patch(f"/projects/{p}/env/{second.json()['id']}", json={"targets": ["production"]}).status_code == 200
+
+
+def test_bad_keys_targets_and_types_are_400(account: Account) -> None:
+    c, p = account.client, project(account)
+    for body in ({"key": "1ABC", "value": "x"}, {"key": "A-B", "value": "x"}, {"key": "PORT", "value": "1"},
+                 {"key": "RUNIX_X", "value": "1"}, {"key": "A", "value": "x", "targets": []},
+                 {"key": "A", "value": "x", "targets": ["staging"]}, {"key": "A", "value": "x", "type": "secret"},
+                 {"key": "A", "value": 5}, {"key": "A"}, {"key": "A", "value": "x", "extra": True}):
+        error(c.post(f"/projects/{p}/env", json=body), 400, "VALIDATION_ERROR")
+    var = c.post(f"/projects/{p}/env", json={"key": "S", "value": "x", "type": "sensitive"}).json()
+    error(c.patch(f"/projects/{p}/env/{var['id']}", json={"type": "plain"}), 400, "BAD_REQUEST")
+
+
+def test_sensitive_values_are_never_returned(account: Account) -> None:
+    c, p = account.client, project(account)
+    secret = f"sk-live-{uuid.uuid4().hex}"
+    r = c.post(f"/projects/{p}/env", json={"key": "STRIPE_KEY", "value": secret, "type": "sensitive"})
+    assert r.status_code == 201 and r.json()["value"] is None and secret not in r.text
+    var_id = r.json()["id"]
+    listed = c.get(f"/projects/{p}/env")
+    assert secret not in listed.text and listed.json()[0]["value"] is None
+    newer = f"sk-live-{uuid.uuid4().hex}"
+    r = c.patch(f"/projects/{p}/env/{var_id}", json={"value": newer})
+    assert r.status_code == 200 and r.json()["value"] is None and newer not in r.text
+    r = c.delete(f"/projects/{p}/env/{var_id}")
+    assert r.status_code == 200 and newer not in r.text
+    plain = c.post(f"/projects/{p}/env", json={"key": "P", "value": "visible"}).json()
+    r = c.patch(f"/projects/{p}/env/{plain['id']}", json={"type": "sensitive"})
+    assert r.status_code == 200 and r.json()["value"] is None
+    assert "visible" not in c.get(f"/projects/{p}/env").text
+
+
+def test_values_are_encrypted_at_rest(server: RunixServer, account: Account) -> None:
+    p = project(account)
+    values = {"PLAIN_VALUE": f"plain-{uuid.uuid4().hex}", "SECRET_VALUE": f"secret-{uuid.uuid4().hex}"}
+    for key, value in values.items():
+        kind = "sensitive" if key.startswith("SECRET") else "plain"
+        assert account.client.post(f"/projects/{p}/env", json={"key": key, "value": value, "type": kind}
+                                   ).status_code == 201
+    stored = stored_text(server)
+    for value in values.values():
+        assert value not in stored and value.split("-")[1] not in stored
+    rows = run_sql(server, "SELECT value_encrypted FROM env_vars WHERE key IN ('PLAIN_VALUE', 'SECRET_VALUE')")
+    assert len(rows) == 2 and all(r[0].startswith("gAAAAA") for r in rows)  # Fernet tokens
+
+
+def test_accounts_cannot_see_or_touch_each_others_env_vars(server: RunixServer) -> None:
+    alice, bob = server.sign_in(), server.sign_in()
+    project(alice, "shared-name")
+    project(bob, "shared-name")
+    var = alice.client.post("/projects/shared-name/env", json={"key": "TOKEN", "value": "alice-only"}).json()
+    assert bob.client.get("/projects/shared-name/env").json() == []
+    error(bob.client.patch(f"/projects/shared-name/env/{var['id']}", json={"value": "bob"}), 404, "NOT_FOUND")
+    error(bob.client.delete(f"/projects/shared-name/env/{var['id']}"), 404, "NOT_FOUND")
+    alice_project_id = alice.client.get("/projects/shared-name").json()["id"]
+    error(bob.client.post(f"/projects/{alice_project_id}/env", json={"key": "X", "value": "y"}), 404, "NOT_FOUND")
+    assert alice.client.get("/projects/shared-name/env").json()[0]["value"] == "alice-only"
