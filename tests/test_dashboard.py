@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from runix.dashboard import ACTIONS
+from tests.dns_server import LoopbackDns
 from tests.fake_github import FakeGitHub, GitHubUser
 from tests.support import ROOT, RUNIX, RunixServer, missing_service, read_code, running_server
 
@@ -45,9 +46,17 @@ def github() -> Iterator[FakeGitHub]:
 
 
 @pytest.fixture(scope="module")
-def dash(tmp_path_factory: pytest.TempPathFactory, github: FakeGitHub) -> Iterator[RunixServer]:
+def dns() -> Iterator[LoopbackDns]:
+    server = LoopbackDns().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def dash(tmp_path_factory: pytest.TempPathFactory, github: FakeGitHub, dns: LoopbackDns) -> Iterator[RunixServer]:
     with running_server(tmp_path_factory.mktemp("dashboard"), RUNIX_RATE_LIMIT_PER_MINUTE="100000",
-                        RUNIX_HEALTH_TIMEOUT="30", RUNIX_DEVICE_POLL_INTERVAL="1", **github.env()) as server:
+                        RUNIX_HEALTH_TIMEOUT="30", RUNIX_DEVICE_POLL_INTERVAL="1", RUNIX_DNS_RESOLVER=dns.address,
+                        **github.env()) as server:
         yield server
 
 
@@ -285,7 +294,7 @@ def test_env_vars_sensitive_values_are_masked(alice: Alice) -> None:
     assert "not a valid variable name" in flash_text(page)
 
 
-def test_domains_show_the_txt_record(alice: Alice) -> None:
+def test_domains_show_the_txt_record_and_verify(alice: Alice, dash: RunixServer, dns: LoopbackDns) -> None:
     page = alice.page
     page.goto("/dashboard/projects/shop/domains")
     name = f"shop-{uuid.uuid4().hex[:6]}.example.com"
@@ -298,6 +307,14 @@ def test_domains_show_the_txt_record(alice: Alice) -> None:
     shoot(page, "project-domains")
     row.locator("button:has-text('Verify')").click()
     assert "Domain not verified" in flash_text(page)
+    # Once the record exists, Verify succeeds and the domain serves production through the router.
+    dns.records.set(record["name"], record["value"])
+    row.locator("button:has-text('Verify')").click()
+    assert "is verified" in flash_text(page) and "Verified" in row.inner_text()
+    assert f"http://{name}:" in page.inner_text("#project-urls")
+    served = httpx.get(f"http://127.0.0.1:{dash.router_port}/", headers={"Host": name})
+    assert served.status_code == 200 and "Hello from Runix" in served.text
+    shoot(page, "project-domains-verified")
     page.locator(f"[id='domain-{name}'] button:has-text('Remove')").click()
     assert f"Removed {name}" in flash_text(page)
     assert alice.api.get("/projects/shop/domains").json() == []
