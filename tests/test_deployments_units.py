@@ -1,10 +1,12 @@
-"""The build queue on its own: builds never exceed the server's slots nor the plan's per-account limit, run first come
-first served, and a canceled build (waiting or running) never runs on."""
+"""Pipeline parts on their own: the build queue (server slots, the plan's per-account limit, first come first served,
+cancel) and the budget that keeps a flood of app output out of the event store."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
+from runix.pipeline.events import LineBudget
 from runix.pipeline.worker import BuildJob, BuildQueue
 
 
@@ -49,3 +51,15 @@ def test_queue_honours_server_and_plan_limits_and_cancels() -> None:
         assert await queue.stop() == []
 
     asyncio.run(scenario())
+
+
+def test_line_budget_keeps_a_second_worth_of_lines_and_reports_the_rest() -> None:
+    budget = LineBudget(per_second=200)
+    while time.monotonic() % 1 > 0.5:  # start early in a second so the burst stays inside it
+        time.sleep(0.01)
+    kept = [budget.admit("dpl_a")[0] for _ in range(250)]
+    assert kept.count(True) == 200 and kept[-1] is False
+    assert budget.admit("dpl_b") == (True, 0)  # each deployment has its own budget
+    time.sleep(1.0 - time.monotonic() % 1 + 0.01)
+    assert budget.admit("dpl_a") == (True, 50)
+    assert budget.admit("dpl_a") == (True, 0)

@@ -27,7 +27,7 @@ from runix.db.models import Account, Deployment, Domain, Project, utcnow
 from runix.errors import Conflict, NotFound
 from runix.pipeline import release as releases
 from runix.pipeline.build import BuildFailed, ProjectBuildSettings, Release
-from runix.pipeline.events import EventStore, make_hub
+from runix.pipeline.events import EventStore, LineBudget, make_hub
 from runix.pipeline.router import EmbeddedRouter, Router, Upstream
 from runix.pipeline.runtime import AppFailed, AppSpec, Runtime, make_runtime
 from runix.pipeline.worker import BuildJob, BuildQueue
@@ -60,6 +60,7 @@ class Deployer:
         self.settings = settings
         self.host = "127.0.0.1"
         self.events = events or EventStore(ctx.db, make_hub(settings.redis_url))
+        self.line_budget = LineBudget()
         self.router: Router = router or EmbeddedRouter(settings.host, settings.router_port, waker=self.wake,
                                                        wake_timeout=settings.health_timeout)
         self.runtime: Runtime = runtime or make_runtime(
@@ -265,6 +266,7 @@ class Deployer:
             await self.runtime.stop(deployment_id)
             self._active_since.pop(deployment_id, None)
         if remove:
+            self.line_budget.forget(deployment_id)
             await self.runtime.remove(deployment_id)
             await asyncio.to_thread(releases.remove_release, self.ctx.layout, deployment_id)
             self._locks.pop(deployment_id, None)
@@ -440,7 +442,12 @@ class Deployer:
     def _app_log(self, deployment_id: str, stream: str, line: str) -> None:
         if stream == "system":
             self._system(deployment_id, line)
-        else:
+            return
+        keep, dropped = self.line_budget.admit(deployment_id)
+        if dropped:
+            self._system(deployment_id, f"{dropped} lines of output were left out (more than "
+                                        f"{self.line_budget.per_second} a second)")
+        if keep:
             self.events.emit(deployment_id, "runtime", line, stream)
 
     def _app_port(self, deployment_id: str, port: int | None) -> None:

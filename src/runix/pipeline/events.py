@@ -132,6 +132,29 @@ def make_hub(redis_url: str | None) -> Hub:
     return RedisHub(redis_url) if redis_url else LocalHub()
 
 
+class LineBudget:
+    """Keeps at most `per_second` lines a second of each deployment's app output, so an app that logs every request
+    under heavy traffic cannot flood the database; what was dropped is counted and reported."""
+
+    def __init__(self, per_second: int = 200):
+        self.per_second = per_second
+        self._windows: dict[str, tuple[int, int, int]] = {}  # deployment id -> (second, kept, dropped)
+
+    def admit(self, deployment_id: str) -> tuple[bool, int]:
+        """Whether to keep this line, and how many lines of an earlier second were dropped (to report once)."""
+        second = int(time.monotonic())
+        window, kept, dropped = self._windows.get(deployment_id, (second, 0, 0))
+        report = 0
+        if window != second:
+            report, kept, dropped = dropped, 0, 0
+        keep = kept < self.per_second
+        self._windows[deployment_id] = (second, kept + keep, dropped + (not keep))
+        return keep, report
+
+    def forget(self, deployment_id: str) -> None:
+        self._windows.pop(deployment_id, None)
+
+
 @dataclass
 class _Pending:
     deployment_id: str
