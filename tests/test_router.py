@@ -392,19 +392,31 @@ def test_drained_waits_for_requests_in_flight(harness: Harness, router: Embedded
     assert harness.run(router.drained("dpl_blue", 0.1)) is True
 
 
-def test_promoting_under_a_steady_stream_of_requests_loses_none(harness: Harness, router: EmbeddedRouter) -> None:
-    """Promote = start the new app, swap the route, wait for the old deployment to drain, stop it."""
+@contextlib.contextmanager
+def steady_requests(
+    router: EmbeddedRouter | CaddyRouter, workers: int, get: Callable[[httpx.Client], httpx.Response]
+) -> Iterator[list[httpx.Response]]:
+    """Keeps `workers` keep-alive clients sending requests through the router while the block runs; every response."""
     stop = threading.Event()
-    statuses: list[int] = []
-    names: set[str] = set()
+    responses: list[httpx.Response] = []
 
-    def hammer() -> None:
+    def send() -> None:
         with client_for(router) as client:
             while not stop.is_set():
-                response = client.get("/?delay=0.005")
-                statuses.append(response.status_code)
-                if response.status_code == 200:
-                    names.add(response.json()["name"])
+                responses.append(get(client))
+
+    with ThreadPoolExecutor(workers) as pool:
+        running = [pool.submit(send) for _ in range(workers)]
+        try:
+            yield responses
+        finally:
+            stop.set()
+            for worker in running:
+                worker.result()
+
+
+def test_promoting_under_a_steady_stream_of_requests_loses_none(harness: Harness, router: EmbeddedRouter) -> None:
+    """Promote = start the new app, swap the route, wait for the old deployment to drain, stop it."""
 
     async def promote(new: str, old: str) -> None:
         upstream = await harness.start_app(new)
@@ -414,22 +426,17 @@ def test_promoting_under_a_steady_stream_of_requests_loses_none(harness: Harness
         router.set_upstream(f"dpl_{old}", None)
         await harness.stop_app(old)
 
-    with ThreadPoolExecutor(4) as pool:
-        workers = [pool.submit(hammer) for _ in range(4)]
-        try:
-            time.sleep(0.2)
-            harness.run(promote("v1", "blue"))
-            for previous, new in (("v1", "v2"), ("v2", "v3"), ("v3", "blue")):
-                time.sleep(0.15)
-                harness.run(promote(new, previous))
-            time.sleep(0.2)
-        finally:
-            stop.set()
-        for worker in workers:
-            worker.result()
+    with steady_requests(router, 4, lambda client: client.get("/?delay=0.005")) as responses:
+        time.sleep(0.2)
+        harness.run(promote("v1", "blue"))
+        for previous, new in (("v1", "v2"), ("v2", "v3"), ("v3", "blue")):
+            time.sleep(0.15)
+            harness.run(promote(new, previous))
+        time.sleep(0.2)
+    statuses = [response.status_code for response in responses]
     assert len(statuses) > 100
     assert set(statuses) == {200}, f"{len([s for s in statuses if s != 200])} of {len(statuses)} requests failed"
-    assert {"blue", "v1", "v2", "v3"} <= names
+    assert {"blue", "v1", "v2", "v3"} <= {response.json()["name"] for response in responses}
 
 
 # -- the Caddy backend: the same behaviour with Caddy at the edge ------------------------------------------------------
@@ -498,45 +505,32 @@ def test_caddy_wakes_sleeping_apps_and_promotes_under_load_without_losing_reques
 
     resent: list[str] = []
 
-    def get(client: httpx.Client, url: str) -> int:
+    def get(client: httpx.Client, url: str = "/?delay=0.005") -> httpx.Response:
         try:
-            return client.get(url).status_code
+            return client.get(url)
         except httpx.RemoteProtocolError:
             # Loading a config makes Caddy close its idle keep-alive connections; a GET that raced that never reached
             # an app, and browsers send it again on a new connection (RFC 9112 9.3.1). So do we, and count it.
             resent.append(url)
-            return client.get(url).status_code
+            return client.get(url)
 
     router = caddy(waker=waker)
     h.call(router.set_routes, {HOST: "dpl_green"})
     with client_for(router) as client, ThreadPoolExecutor(4) as pool:
-        assert list(pool.map(lambda _: get(client, "/"), range(4))) == [200] * 4
+        assert [r.status_code for r in pool.map(lambda _: get(client, "/"), range(4))] == [200] * 4
     assert wakes == ["dpl_green"]
-
-    stop = threading.Event()
-    statuses: list[int] = []
-
-    def hammer() -> None:
-        with client_for(router) as client:
-            while not stop.is_set():
-                statuses.append(get(client, "/?delay=0.005"))
 
     async def promote(new: str, old: str) -> None:
         router.set_upstream(f"dpl_{new}", upstream_of(h, new))
         router.set_routes({HOST: f"dpl_{new}"})
         assert await router.drained(f"dpl_{old}", 10)
 
-    with ThreadPoolExecutor(3) as pool:
-        workers = [pool.submit(hammer) for _ in range(3)]
-        try:
-            for new, old in (("blue", "green"), ("green", "blue"), ("blue", "green")):
-                time.sleep(0.3)
-                h.run(promote(new, old), timeout=30)
+    with steady_requests(router, 3, get) as responses:
+        for new, old in (("blue", "green"), ("green", "blue"), ("blue", "green")):
             time.sleep(0.3)
-        finally:
-            stop.set()
-        for worker in workers:
-            worker.result()
+            h.run(promote(new, old), timeout=30)
+        time.sleep(0.3)
+    statuses = [response.status_code for response in responses]
     assert len(statuses) > 50
     assert set(statuses) == {200}
-    assert len(resent) < len(statuses) / 10
+    assert len(resent) < len(statuses) / 10, f"{len(resent)} of {len(statuses)} sent again"
