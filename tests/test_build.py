@@ -20,7 +20,7 @@ import pytest
 from runix.ids import new_id
 from runix.layout import Layout
 from runix.pipeline.build import BuildFailed, ProjectBuildSettings, Release, detect
-from runix.pipeline.release import SYSTEM_PATH, build_release, remove_release
+from runix.pipeline.release import SYSTEM_PATH, build_release, remove_release, uv_binary
 from runix.pipeline.sandbox import resource_limits, sandboxed
 from runix.pipeline.source import SourceLimits, pack_directory, store_upload
 from runix.settings import Settings
@@ -381,6 +381,21 @@ def test_procfile_app_without_dependencies_has_python(pipeline: Pipeline, tmp_pa
     assert release is not None
     with serving(release, {"GREETING": "plain python"}) as url:
         assert httpx.get(url).json()["greeting"] == "plain python"
+
+
+def test_locked_python_project_installs_what_uv_lock_says(pipeline: Pipeline, tmp_path: Path) -> None:
+    project = '[project]\nname = "locked"\nversion = "1.0"\nrequires-python = ">=3.11"\ndependencies = []\n'
+    app = write_app(tmp_path, {
+        "pyproject.toml": project,
+        "main.py": (EXAMPLES / "procfile" / "server.py").read_text().replace('"procfile"', '"locked"'),
+    })
+    subprocess.run([str(uv_binary()), "lock", "--offline", "--quiet"], cwd=app, check=True)
+    outcome = build(pipeline, app)
+    assert outcome.error is None, outcome.text()
+    assert "==> Installing dependencies: uv sync --frozen --no-dev --no-install-project" in outcome.text()
+    assert outcome.release is not None and outcome.release.start_command == "python main.py"
+    with serving(outcome.release, {"GREETING": "locked"}) as url:
+        assert httpx.get(url).json() == {"app": "locked", "greeting": "locked"}
 
 
 def test_remove_release_deletes_a_read_only_release(pipeline: Pipeline) -> None:

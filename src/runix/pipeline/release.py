@@ -173,6 +173,7 @@ def _python_toolchain(layout: Layout, release_dir: Path) -> _Toolchain:
         release_env={"VIRTUAL_ENV": str(venv)},
         build_env={
             "UV_CACHE_DIR": str(cache),
+            "UV_PROJECT_ENVIRONMENT": str(venv),  # where `uv sync` installs a locked project
             # The cache and the release are different mounts in the sandbox: copy instead of trying hardlinks.
             "UV_LINK_MODE": "copy",
             "UV_PYTHON_DOWNLOADS": "never",

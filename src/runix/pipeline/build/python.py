@@ -1,4 +1,5 @@
-"""Python apps: requirements.txt or pyproject.toml, installed by uv into a virtualenv inside the release."""
+"""Python apps: requirements.txt, pyproject.toml (with uv.lock: exactly what is locked), installed by uv into a
+virtualenv inside the release."""
 
 from __future__ import annotations
 
@@ -17,9 +18,18 @@ def applies(app_dir: Path) -> bool:
     return (app_dir / "requirements.txt").is_file() or (app_dir / "pyproject.toml").is_file()
 
 
+def dependency_file(app_dir: Path) -> str:
+    for name in ("requirements.txt", "uv.lock"):
+        if (app_dir / name).is_file():
+            return name
+    return "pyproject.toml"
+
+
 def install_command(app_dir: Path) -> str:
     # Only the dependencies: the app runs from its own folder, so the project itself needs no build.
-    source = "requirements.txt" if (app_dir / "requirements.txt").is_file() else "pyproject.toml"
+    source = dependency_file(app_dir)
+    if source == "uv.lock":
+        return "uv sync --frozen --no-dev --no-install-project"
     return f"uv pip install -r {source}"
 
 
@@ -72,5 +82,5 @@ def plan(app_dir: Path) -> BuildPlan:
         build_command=None,
         start_command=start_command(app_dir) or "",
         dependencies="python" if has_dependencies else None,
-        reason=install_command(app_dir).rsplit(" ", 1)[-1] if has_dependencies else "",
+        reason=dependency_file(app_dir) if has_dependencies else "",
     )
