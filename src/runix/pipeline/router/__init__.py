@@ -1,7 +1,8 @@
 """The router: who serves app traffic. It maps the Host of each request to a deployment and forwards the request to
 wherever that deployment answers now.
 
-`EmbeddedRouter` (the default) is an asyncio reverse proxy inside `runix server`. The deployer drives any router
+`EmbeddedRouter` (the default) is an asyncio reverse proxy inside `runix server`; `CaddyRouter` (caddy.py) puts Caddy
+at the edge for automatic TLS, with an embedded router behind it for what Caddy cannot decide alone. The deployer drives any router
 through the `Router` protocol: it swaps the whole route table at once on promote, points a deployment at its upstream
 (or at None while it sleeps; the next request then calls the waker and is held until the app answers), and waits for
 `drained()` before stopping an old deployment.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -51,6 +53,27 @@ class Router(Protocol):
         """time.monotonic() of the deployment's latest request, for putting idle apps to sleep."""
 
 
+def make_router(
+    kind: str,
+    host: str,
+    port: int,
+    *,
+    waker: Waker | None = None,
+    wake_timeout: float = 60.0,
+    state_dir: Path | None = None,
+) -> Router:
+    """The router the `router` setting names: "embedded" (default) or "caddy" (its files go to `state_dir`)."""
+    if kind == "embedded":
+        from runix.pipeline.router.embedded import EmbeddedRouter
+
+        return EmbeddedRouter(host, port, waker=waker, wake_timeout=wake_timeout)
+    if kind == "caddy":
+        from runix.pipeline.router.caddy import CaddyRouter
+
+        return CaddyRouter(host, port, waker=waker, wake_timeout=wake_timeout, state_dir=state_dir)
+    raise ValueError(f"unknown router {kind!r}: expected embedded or caddy")
+
+
 def __getattr__(name: str) -> object:
     # Imported on first use, so `python -m runix.pipeline.router.embedded` does not load that module twice.
     if name == "EmbeddedRouter":
@@ -60,4 +83,4 @@ def __getattr__(name: str) -> object:
     raise AttributeError(name)
 
 
-__all__ = ["EmbeddedRouter", "Router", "Upstream", "Waker"]
+__all__ = ["EmbeddedRouter", "Router", "Upstream", "Waker", "make_router"]

@@ -59,7 +59,7 @@ class CaddyRouter:
         self.acme_email = acme_email
         self._caddy = find_caddy(caddy)
         self._own_state_dir = state_dir is None
-        self._state_dir = state_dir or Path(tempfile.mkdtemp(prefix="runix-caddy-"))
+        self._state_dir = state_dir or Path()  # a temporary folder of its own from start() on, if none is given
         self._waker = waker
         self._fallback = EmbeddedRouter(
             "127.0.0.1", 0, waker=self._wake if waker else None, wake_timeout=wake_timeout, trust_forwarded=True
@@ -84,6 +84,8 @@ class CaddyRouter:
 
     # -- the Router interface ----------------------------------------------------------------------------------------
     async def start(self) -> None:
+        if self._own_state_dir:
+            self._state_dir = Path(tempfile.mkdtemp(prefix="runix-caddy-"))
         self._state_dir.mkdir(parents=True, exist_ok=True)
         await self._fallback.start()
         self._log_server = await asyncio.start_server(self._read_access_log, "127.0.0.1", 0)
