@@ -2,10 +2,10 @@
 wherever that deployment answers now.
 
 `EmbeddedRouter` (the default) is an asyncio reverse proxy inside `runix server`; `CaddyRouter` (caddy.py) puts Caddy
-at the edge for automatic TLS, with an embedded router behind it for what Caddy cannot decide alone. The deployer drives any router
-through the `Router` protocol: it swaps the whole route table at once on promote, points a deployment at its upstream
-(or at None while it sleeps; the next request then calls the waker and is held until the app answers), and waits for
-`drained()` before stopping an old deployment.
+at the edge for automatic TLS, with an embedded router behind it for what Caddy cannot decide alone. The deployer
+drives any router through the `Router` protocol: it swaps the whole route table at once on promote, points a
+deployment at its upstream (or at None while it sleeps; the next request then calls the waker and is held until the
+app answers), and waits for `drained()` before stopping an old deployment.
 """
 
 from __future__ import annotations
