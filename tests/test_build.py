@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets.sync.client
 
 from runix.ids import new_id
 from runix.layout import Layout
@@ -211,6 +212,10 @@ def test_each_example_builds_and_answers(pipeline: Pipeline, example: str) -> No
             assert response.json() == {"app": example, "greeting": f"hello {example}"}
         else:
             assert "Hello from Runix" in response.text
+        if example == "fastapi":
+            with websockets.sync.client.connect(url.replace("http", "ws") + "/ws") as socket_:
+                socket_.send("ping")
+                assert socket_.recv(timeout=5) == "ping"
 
 
 def test_static_server_hides_private_files(pipeline: Pipeline, tmp_path: Path) -> None:
