@@ -349,6 +349,17 @@ def test_sandbox_hides_the_data_dir_other_releases_and_server_secrets(
     assert not (layout.root / "planted").exists()
 
 
+def test_build_without_sandbox_still_gets_a_clean_environment(
+    pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNIX_SECRET_KEY", "SERVER-SECRET-4821")
+    app = write_app(tmp_path, {"index.html": "hi", "runix.json": json.dumps({"buildCommand": "env; pwd"})})
+    outcome = build(pipeline, app, settings=pipeline.settings.model_copy(update={"sandbox": False}))
+    assert outcome.error is None and outcome.release is not None, outcome.text()
+    assert "SERVER-SECRET-4821" not in outcome.text()
+    assert ("stdout", str(outcome.release.app_dir)) in outcome.lines
+
+
 def test_sandbox_disabled_returns_the_command_itself(tmp_path: Path) -> None:
     argv = ["python3", "-c", "print(1)"]
     assert sandboxed(argv, root=tmp_path, env={}, cwd=tmp_path, enabled=False) == argv

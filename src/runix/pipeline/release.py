@@ -87,10 +87,15 @@ class _Build:
                 self.log("stdout", f"==> {part.title}: {part.command}")
         argv = sandboxed(["/bin/sh", "-c", step.script()], root=self.release_dir, writable=self.writable,
                          readonly=self.readonly, env=self.env, cwd=self.app_dir, enabled=self.sandbox)
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True, cwd=self.app_dir, env=None if self.sandbox else self.env,
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, start_new_session=True, cwd=self.app_dir,
+                env=None if self.sandbox else self.env,
+            )
+        except OSError as exc:
+            hint = " (is bubblewrap installed? RUNIX_SANDBOX=false runs builds without it)" if self.sandbox else ""
+            raise BuildFailed(f"Runix could not start the build: {exc}{hint}") from exc
         assert proc.stdout is not None and proc.stderr is not None
         pumps = asyncio.gather(read_lines(proc.stdout, lambda line: self.log("stdout", line)),
                                read_lines(proc.stderr, lambda line: self.log("stderr", line)))
