@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.dns_server import LoopbackDns, dns  # noqa: F401 - the fixture
 from tests.support import ROOT, Account, RunixServer, running_server
 
 EXAMPLES = ROOT / "examples"
@@ -125,9 +126,10 @@ class Router:
 
 
 @pytest.fixture(scope="module")
-def deploy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunixServer]:
-    env = {"RUNIX_RATE_LIMIT_PER_MINUTE": "100000", "RUNIX_HEALTH_TIMEOUT": str(HEALTH_TIMEOUT),
-           "RUNIX_IDLE_TIMEOUT": str(IDLE_TIMEOUT), "RUNIX_MAX_SOURCE_FILES": "300",
+def deploy_server(tmp_path_factory: pytest.TempPathFactory, dns: LoopbackDns) -> Iterator[RunixServer]:  # noqa: F811
+    env = {"RUNIX_DNS_RESOLVER": dns.address, "RUNIX_RATE_LIMIT_PER_MINUTE": "100000",
+           "RUNIX_HEALTH_TIMEOUT": str(HEALTH_TIMEOUT), "RUNIX_IDLE_TIMEOUT": str(IDLE_TIMEOUT),
+           "RUNIX_MAX_SOURCE_FILES": "300",
            "RUNIX_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024), "RUNIX_MAX_UNPACKED_BYTES": str(20 * 1024 * 1024)}
     with running_server(tmp_path_factory.mktemp("deploys"), **env) as server:
         yield server
@@ -399,6 +401,27 @@ def test_delete_a_deployment_stops_it_and_frees_its_url(user: Account, router: R
     assert user.client.get(f"/deployments/{preview['id']}").status_code == 404
     assert router.get(host_of(preview["url"])).status_code == 404
     assert router.get("gone.localhost").text == "v1 -"
+
+
+def test_verified_domain_serves_production_and_a_deleted_project_stops_serving(user: Account, router: Router,
+                                                                               dns: LoopbackDns) -> None:  # noqa: F811
+    new_project(user, "branded")
+    v1 = deploy(user, "branded", stdlib_app("v1"))
+    domain = f"www.{user.email.split('@')[0]}.example.com"
+    check = user.client.post("/projects/branded/domains", json={"name": domain}).json()["verification"]
+    assert router.get(domain).status_code == 404  # not verified yet: not routed
+    dns.records.set(check["name"], check["value"])
+    assert user.client.post(f"/projects/branded/domains/{domain}/verify").json()["verified"] is True
+    assert router.get(domain).text == "v1 -"
+    deploy(user, "branded", stdlib_app("v2"))
+    assert router.get(domain).text == "v2 -"
+    assert user.client.post(f"/deployments/{v1['id']}/promote").status_code == 200
+    assert router.get(domain).text == "v1 -"
+
+    assert user.client.delete("/projects/branded").status_code == 200
+    for host in (domain, "branded.localhost", host_of(v1["url"])):
+        assert router.get(host).status_code == 404, host
+    assert user.client.get(f"/deployments/{v1['id']}").status_code == 404
 
 
 def test_zz_server_restart_brings_ready_apps_back(examples: dict[str, dict], user: Account,
