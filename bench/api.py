@@ -50,8 +50,17 @@ def seed_projects(db: Database, token_owner_email: str, count: int, prefix: str)
     with db.session() as s:
         account_id = s.query(Account.id).filter(Account.email == token_owner_email).scalar()
         now = utcnow()
-        rows = [{"id": new_id("prj"), "account_id": account_id, "name": f"{prefix}-{i}", "slug": f"{prefix}-{i}",
-                 "created_at": now, "updated_at": now} for i in range(count)]
+        rows = [
+            {
+                "id": new_id("prj"),
+                "account_id": account_id,
+                "name": f"{prefix}-{i}",
+                "slug": f"{prefix}-{i}",
+                "created_at": now,
+                "updated_at": now,
+            }
+            for i in range(count)
+        ]
         s.execute(insert(Project), rows)
 
 
@@ -69,8 +78,13 @@ def main() -> None:
         data = Path(tmp) / "data"
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        env = {"RUNIX_DATA_DIR": str(data), "RUNIX_PORT": str(port), "RUNIX_ROUTER_PORT": str(free_port()),
-               "RUNIX_LOG_LEVEL": "warning", "RUNIX_RATE_LIMIT_PER_MINUTE": str(10**9)}
+        env = {
+            "RUNIX_DATA_DIR": str(data),
+            "RUNIX_PORT": str(port),
+            "RUNIX_ROUTER_PORT": str(free_port()),
+            "RUNIX_LOG_LEVEL": "warning",
+            "RUNIX_RATE_LIMIT_PER_MINUTE": str(10**9),
+        }
         runix = str(Path(PYTHON).parent / "runix")
         with background([runix, "server"], port=port, env=env, log=Path(tmp) / "server.log"):
             big, small = sign_in(url, data / "mail"), sign_in(url, data / "mail")
@@ -86,17 +100,23 @@ def main() -> None:
             throughput = []
             for _ in range(args.rounds):
                 health = wrk(f"{url}/healthz", connections=32, seconds=args.seconds)
-                project = wrk(f"{url}/projects/big-42", connections=32, seconds=args.seconds,
-                              headers=[f"Authorization: Bearer {big}"])
+                project = wrk(
+                    f"{url}/projects/big-42",
+                    connections=32,
+                    seconds=args.seconds,
+                    headers=[f"Authorization: Bearer {big}"],
+                )
                 assert health.errors == 0 and project.errors == 0, (health, project)
                 throughput.append((health.requests_per_second, project.requests_per_second))
 
             latency = []
             for _ in range(args.rounds):
-                large = wrk(f"{url}/projects", connections=2, seconds=args.seconds,
-                            headers=[f"Authorization: Bearer {big}"])
-                few = wrk(f"{url}/projects", connections=2, seconds=args.seconds,
-                          headers=[f"Authorization: Bearer {small}"])
+                large = wrk(
+                    f"{url}/projects", connections=2, seconds=args.seconds, headers=[f"Authorization: Bearer {big}"]
+                )
+                few = wrk(
+                    f"{url}/projects", connections=2, seconds=args.seconds, headers=[f"Authorization: Bearer {small}"]
+                )
                 assert large.errors == 0 and few.errors == 0, (large, few)
                 latency.append((large.p50_ms, few.p50_ms))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 EnvTarget = Literal["production", "preview", "development"]
 DeployTarget = Literal["production", "preview"]
@@ -13,7 +13,17 @@ DeploymentStatus = Literal["QUEUED", "BUILDING", "DEPLOYING", "READY", "ERROR", 
 
 
 class Strict(BaseModel):
+    """A request body: unknown fields are an error, and no string may hold a NUL (databases cannot store one)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        for item in value if isinstance(value, list) else (value,):
+            if isinstance(item, str) and "\x00" in item:
+                raise ValueError("must not contain NUL characters")
+        return value
 
 
 class ErrorBody(BaseModel):

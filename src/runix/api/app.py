@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from runix import __version__
 from runix.api import errors
-from runix.api.middleware import BodyLimit, Metrics, RateLimitHeaders
+from runix.api.middleware import BodyLimit, Metrics, RateLimitHeaders, Unexpected
 from runix.api.routes import auth, billing, device, domains, env, github, platform, projects, user
 from runix.context import Runix
 from runix.logging import configure_logging
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, ctx: Runix | None = None, *, ru
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
                        upload_paths={"/deployments": settings.max_upload_bytes + 1024 * 1024})
+    app.add_middleware(Unexpected)
     app.add_middleware(Metrics, registry=app.state.metrics_registry)
     return app
 
@@ -82,14 +83,10 @@ def _include_dashboard(app: FastAPI) -> None:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """The schema, with validation failures documented as the 400s they are (never 422)."""
+    """The schema, with validation failures documented as the 400s they are (never 422) and every error listed."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    for path in schema.get("paths", {}).values():
-        for op in path.values():
-            op.get("responses", {}).pop("422", None)
-    for name in ("HTTPValidationError", "ValidationError"):
-        schema.get("components", {}).get("schemas", {}).pop(name, None)
+    errors.document_errors(schema)
     app.openapi_schema = schema
     return schema

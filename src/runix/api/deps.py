@@ -37,31 +37,41 @@ Ctx = Annotated[Runix, Depends(get_ctx)]
 Db = Annotated[Session, Depends(get_db)]
 
 
-async def current_token(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> tuple[Account, Token]:
-    """Authenticates the bearer token, then counts the request against the account's rate limit."""
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def _authenticated(request: Request, credentials: HTTPAuthorizationCredentials | None) -> tuple[Account, Token]:
+    """Authenticates the bearer token, then counts the request against the account's rate limit (once a request).
+
+    Each alias below calls this directly rather than through another dependency: a level of dependencies costs
+    about as much as the token check itself.
+    """
+    pair = request.scope.get("runix.auth")
+    if pair is not None:
+        return pair
     if credentials is None:
         if request.headers.get("authorization"):
             raise Unauthorized("Malformed Authorization header: send 'Authorization: Bearer <token>'")
         raise Unauthorized("Missing token: send 'Authorization: Bearer <token>' (get one with runix login)")
     ctx: Runix = request.app.state.runix
     account, token = auth_service.authenticate_fast(ctx.db, credentials.credentials)
-    request.state.rate_limit_headers = None
     quota = billing.hit_request_limit(ctx, account.id, account.plan)
     request.state.rate_limit_headers = quota.headers()
     request.state.account_id = account.id
-    return account, token
+    request.scope["runix.auth"] = pair = (account, token)
+    return pair
 
 
-async def current_account(pair: Annotated[tuple[Account, Token], Depends(current_token)]) -> Account:
-    return pair[0]
+async def current_token(request: Request, credentials: Credentials) -> tuple[Account, Token]:
+    return _authenticated(request, credentials)
 
 
-async def current_session_token(
-    pair: Annotated[tuple[Account, Token], Depends(current_token)],
-) -> tuple[Account, Token]:
+async def current_account(request: Request, credentials: Credentials) -> Account:
+    return _authenticated(request, credentials)[0]
+
+
+async def current_session_token(request: Request, credentials: Credentials) -> tuple[Account, Token]:
+    pair = _authenticated(request, credentials)
     if pair[1].kind != "session":
         raise Forbidden("CLI tokens are made with a session token (from email or GitHub sign-in), "
                         "not with another CLI token")

@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 import time
 
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from runix.api.errors import INTERNAL_ERROR_MESSAGE, error_response
+
+log = structlog.get_logger("runix.api")
 
 
 class RateLimitHeaders:
@@ -76,6 +81,37 @@ async def _too_large(send: Send, limit: int) -> None:
     await send({"type": "http.response.start", "status": 400,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+class Unexpected:
+    """Answers an exception no handler took with a 500 in the error shape, and keeps the connection open.
+
+    Left to Starlette, the 500 is sent and the exception re-raised to the server, which then drops the keep-alive
+    connection under the client's next request.
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception:
+            if started:  # too late for a clean answer: let the server close the connection
+                raise
+            log.exception("unhandled error", path=scope["path"], method=scope["method"])
+            response = error_response(500, "INTERNAL_ERROR", INTERNAL_ERROR_MESSAGE)
+            await response(scope, receive, send)
 
 
 class Metrics:

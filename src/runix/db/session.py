@@ -12,6 +12,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, Select, create_engine, event
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -114,6 +115,8 @@ class RawReads:
                 finally:
                     cursor.close()
                 break
+            except self.engine.dialect.loaded_dbapi.DataError as exc:  # a value the database cannot take
+                raise DataError(prepared.sql, args, exc) from exc
             except (self.engine.dialect.loaded_dbapi.OperationalError, self.engine.dialect.loaded_dbapi.InterfaceError):
                 # A connection the database dropped (a restart): forget it and try once on a new one.
                 self._local.conn = None

@@ -5,10 +5,13 @@ from __future__ import annotations
 import hmac
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import structlog
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import instance_state
 
 from runix.auth.tokens import hash_token, new_code, new_token
 from runix.context import Runix
@@ -19,6 +22,8 @@ from runix.ids import new_id
 from runix.plans import DEFAULT_PLAN
 
 log = structlog.get_logger("runix.auth")
+
+T = TypeVar("T")
 
 CODE_TTL = timedelta(minutes=10)
 CODE_MAX_TRIES = 5
@@ -158,12 +163,19 @@ def authenticate_fast(db: Database, value: str) -> tuple[Account, Token]:
     if not rows:
         raise Unauthorized(_INVALID)
     row = rows[0]
-    token = Token(**{k: row[f"t_{k}"] for k in _TOKEN_COLUMNS})
+    token = _detached(Token, {k: row[f"t_{k}"] for k in _TOKEN_COLUMNS})
     _usable(token)
-    account = Account(**{k: row[f"a_{k}"] for k in _ACCOUNT_COLUMNS})
-    make_transient_to_detached(token)
-    make_transient_to_detached(account)
-    return account, token
+    return _detached(Account, {k: row[f"a_{k}"] for k in _ACCOUNT_COLUMNS}), token
+
+
+def _detached(cls: type[T], values: dict) -> T:
+    """A detached instance holding `values` as if loaded from its row: what the ORM's loader does, without a query
+    (and several times cheaper than `cls(**values)` followed by `make_transient_to_detached`)."""
+    mapper = sa_inspect(cls)
+    obj = mapper.class_manager.new_instance()
+    obj.__dict__.update(values)
+    instance_state(obj).key = mapper.identity_key_from_primary_key([values["id"]])
+    return obj
 
 
 def list_tokens(s: Session, account: Account) -> list[Token]:
