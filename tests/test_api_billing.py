@@ -1,0 +1,47 @@
+"""Billing over HTTP: the plan, its limits and usage, and changing plan changes what the account may do."""
+
+from __future__ import annotations
+
+from tests.api_support import error
+from tests.support import Account
+
+LIMIT_KEYS = {"requests_per_minute", "deploys_per_hour", "projects", "domains_per_project", "env_vars_per_project",
+              "concurrent_builds"}
+
+
+def test_billing_shows_plan_limits_and_usage(account: Account) -> None:
+    account.client.post("/projects", json={"name": "one"})
+    r = account.client.get("/billing")
+    assert r.status_code == 200, r.text
+    billing = r.json()
+    assert billing["plan"] == "hobby"
+    assert set(billing["limits"]) >= LIMIT_KEYS
+    assert billing["limits"]["deploys_per_hour"] == 5 and billing["limits"]["projects"] == 10
+    assert billing["usage"]["projects"] == 1 and billing["usage"]["domains"] == 0
+    assert billing["usage"]["requests_this_minute"] >= 2
+    assert {p["name"] for p in billing["plans"]} == {"hobby", "pro", "enterprise"}
+
+
+def test_changing_plan_changes_the_limits(account: Account) -> None:
+    c = account.client
+    for i in range(10):
+        assert c.post("/projects", json={"name": f"p{i}"}).status_code == 201
+    body = error(c.post("/projects", json={"name": "p10"}), 403, "FORBIDDEN")
+    assert "10 projects" in body["error"]
+
+    r = c.put("/billing/plan", json={"plan": "pro"})
+    assert r.status_code == 200 and r.json()["plan"] == "pro"
+    assert r.json()["limits"]["projects"] == 100 and r.json()["limits"]["deploys_per_hour"] == 100
+    assert c.get("/user").json()["plan"] == "pro"
+    assert c.get("/billing").json()["plan"] == "pro"
+    assert c.post("/projects", json={"name": "p10"}).status_code == 201
+
+    error(c.put("/billing/plan", json={"plan": "hobby"}), 403, "FORBIDDEN")
+    assert c.get("/billing").json()["plan"] == "pro"
+    assert c.delete("/projects/p10").status_code == 200
+    assert c.put("/billing/plan", json={"plan": "hobby"}).json()["limits"]["projects"] == 10
+
+    r = c.put("/billing/plan", json={"plan": "enterprise"})
+    assert r.status_code == 200 and r.json()["limits"]["projects"] is None
+    error(c.put("/billing/plan", json={"plan": "gold"}), 400, "VALIDATION_ERROR")
+    error(c.put("/billing/plan", json={}), 400, "VALIDATION_ERROR")
