@@ -21,7 +21,7 @@ import websockets.sync.client
 from runix.ids import new_id
 from runix.layout import Layout
 from runix.pipeline.build import BuildFailed, ProjectBuildSettings, Release, detect
-from runix.pipeline.release import SYSTEM_PATH, build_release, remove_release, uv_binary
+from runix.pipeline.release import SYSTEM_PATH, build_release, cache_dir, remove_release, uv_binary
 from runix.pipeline.sandbox import resource_limits, sandboxed
 from runix.pipeline.source import SourceLimits, pack_directory, store_upload
 from runix.settings import Settings
@@ -73,14 +73,14 @@ def write_app(folder: Path, files: dict[str, str]) -> Path:
 
 def build(pipeline: Pipeline, folder: Path, project: ProjectBuildSettings = NO_SETTINGS, *,
           env: dict[str, str] | None = None, settings: Settings | None = None,
-          deployment_id: str | None = None) -> Outcome:
+          deployment_id: str | None = None, cache_scope: str | None = None) -> Outcome:
     outcome = Outcome()
     archive = upload(pipeline, folder)
     started = time.perf_counter()
     try:
         outcome.release = asyncio.run(build_release(
             pipeline.layout, settings or pipeline.settings, deployment_id or new_id("dpl"), archive, project,
-            env or {}, lambda stream, line: outcome.lines.append((stream, line))))
+            env or {}, lambda stream, line: outcome.lines.append((stream, line)), cache_scope=cache_scope))
     except BuildFailed as exc:
         outcome.error = exc
     outcome.seconds = time.perf_counter() - started
@@ -242,6 +242,16 @@ def test_second_python_build_reuses_the_cache(pipeline: Pipeline) -> None:
     assert outcome.error is None, outcome.text()
     assert "Downloading" not in outcome.text()
     assert outcome.seconds < 10
+
+
+def test_cache_scopes_keep_accounts_apart(pipeline: Pipeline, tmp_path: Path) -> None:
+    app = write_app(tmp_path, {"requirements.txt": "itsdangerous\n", "Procfile": "web: python -m http.server $PORT"})
+    for scope in ("acct_a", "acct_b"):
+        outcome = build(pipeline, app, cache_scope=scope)
+        assert outcome.error is None, outcome.text()
+        assert any((pipeline.layout.cache / "uv" / scope).rglob("itsdangerous*"))
+    with pytest.raises(ValueError):
+        cache_dir(pipeline.layout, "uv", "../elsewhere")
 
 
 def test_root_directory_builds_the_subfolder(pipeline: Pipeline, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -30,6 +31,7 @@ from runix.pipeline.source import SourceLimits, SourceRejected, extract
 from runix.settings import Settings
 
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+CACHE_SCOPE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # How long a killed build's output may take to drain before Runix stops waiting for it.
 DRAIN_SECONDS = 2.0
 
@@ -168,11 +170,18 @@ class _Toolchain:
     readonly: list[Path] = field(default_factory=list)
 
 
-def _python_toolchain(layout: Layout, release_dir: Path) -> _Toolchain:
+def cache_dir(layout: Layout, tool: str, scope: str | None) -> Path:
+    """The download cache of a tool (uv, npm), shared by the builds of one scope (e.g. one account) or by all."""
+    if scope is not None and not CACHE_SCOPE.fullmatch(scope):
+        raise ValueError(f"invalid cache scope {scope!r}")
+    folder = layout.cache / tool / scope if scope else layout.cache / tool
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _python_toolchain(cache: Path, release_dir: Path) -> _Toolchain:
     venv = release_dir / ".venv"
     uv = uv_binary()
-    cache = layout.cache / "uv"
-    cache.mkdir(parents=True, exist_ok=True)
     return _Toolchain(
         env_path=[str(venv / "bin")],
         release_env={"VIRTUAL_ENV": str(venv)},
@@ -190,9 +199,7 @@ def _python_toolchain(layout: Layout, release_dir: Path) -> _Toolchain:
     )
 
 
-def _node_toolchain(layout: Layout, app_dir: Path) -> _Toolchain:
-    cache = layout.cache / "npm"
-    cache.mkdir(parents=True, exist_ok=True)
+def _node_toolchain(cache: Path, app_dir: Path) -> _Toolchain:
     return _Toolchain(
         env_path=[str(app_dir / "node_modules" / ".bin")],
         build_env={
@@ -208,11 +215,11 @@ def _node_toolchain(layout: Layout, app_dir: Path) -> _Toolchain:
     )
 
 
-def _toolchain(layout: Layout, plan: BuildPlan, release_dir: Path, app_dir: Path) -> _Toolchain:
+def _toolchain(layout: Layout, plan: BuildPlan, release_dir: Path, app_dir: Path, scope: str | None) -> _Toolchain:
     if plan.dependencies == "python":
-        return _python_toolchain(layout, release_dir)
+        return _python_toolchain(cache_dir(layout, "uv", scope), release_dir)
     if plan.dependencies == "node":
-        return _node_toolchain(layout, app_dir)
+        return _node_toolchain(cache_dir(layout, "npm", scope), app_dir)
     return _Toolchain()
 
 
@@ -259,21 +266,28 @@ def remove_release(layout: Layout, deployment_id: str) -> None:
 
 
 async def build_release(layout: Layout, settings: Settings, deployment_id: str, archive: Path,
-                        project_settings: ProjectBuildSettings, env: dict[str, str], log: LogFn) -> Release:
-    """Builds the release of one deployment; raises BuildFailed (and leaves nothing behind) when it cannot."""
+                        project_settings: ProjectBuildSettings, env: dict[str, str], log: LogFn, *,
+                        cache_scope: str | None = None) -> Release:
+    """Builds the release of one deployment; raises BuildFailed (and leaves nothing behind) when it cannot.
+
+    Builds write to their download caches, so a build could plant files there for the next one: `cache_scope` (e.g.
+    the account id) gives each scope caches of its own, so one account's builds never read what another's wrote.
+    """
     release_dir = layout.release_dir(deployment_id)
     if (release_dir / RELEASE_FILE).is_file():
         return Release.load(release_dir)
     remove_release(layout, deployment_id)  # what an interrupted build of this deployment left
     try:
-        return await _build_release(layout, settings, deployment_id, archive, project_settings, env, log)
+        return await _build_release(layout, settings, deployment_id, archive, project_settings, env, log,
+                                    cache_scope)
     except BaseException:
         remove_release(layout, deployment_id)
         raise
 
 
 async def _build_release(layout: Layout, settings: Settings, deployment_id: str, archive: Path,
-                         project_settings: ProjectBuildSettings, env: dict[str, str], log: LogFn) -> Release:
+                         project_settings: ProjectBuildSettings, env: dict[str, str], log: LogFn,
+                         cache_scope: str | None) -> Release:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.build_timeout
     release_dir = layout.release_dir(deployment_id)
@@ -288,7 +302,7 @@ async def _build_release(layout: Layout, settings: Settings, deployment_id: str,
     app_dir = _app_dir(app_root, project_settings.root_directory)
     plan = detect(app_dir, project_settings)
     log("stdout", f"==> Detected a {plan.kind} app ({plan.reason})")
-    toolchain = _toolchain(layout, plan, release_dir, app_dir)
+    toolchain = _toolchain(layout, plan, release_dir, app_dir, cache_scope)
     toolchain.env_path.append(str(_add_runix_tools(release_dir, plan.kind)))
     build = _Build(release_dir=release_dir, app_dir=app_dir, env=_build_env(toolchain, env),
                    writable=[release_dir, *toolchain.writable], readonly=toolchain.readonly, sandbox=settings.sandbox,
