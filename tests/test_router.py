@@ -56,6 +56,7 @@ def make_app(name: str) -> Callable[..., Awaitable[None]]:
         query = {key: values[0] for key, values in parse_qs(scope["query_string"].decode()).items()}
         path = scope["path"]
         if path == "/upload":
+            await asyncio.sleep(float(query.get("wait", 0)))
             digest, size, pieces = hashlib.sha256(), 0, 0
             while True:
                 message = await receive()
@@ -315,6 +316,52 @@ def test_pipelined_requests_are_answered_in_order(router: EmbeddedRouter) -> Non
             received += chunk
     assert received.count(b"HTTP/1.1 200 OK") == 2
     assert received.count(b"HTTP/1.1 404 Not Found") == 1
+
+
+def test_http10_expect_continue_and_a_slow_reader(harness: Harness, router: EmbeddedRouter) -> None:
+    with socket.create_connection(("127.0.0.1", router.port), timeout=5) as sock:  # HTTP/1.0: answered, then closed
+        sock.sendall(f"GET / HTTP/1.0\r\nHost: {HOST}\r\n\r\n".encode())
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 200 OK") and b'"name": "blue"' in received
+
+    with socket.create_connection(("127.0.0.1", router.port), timeout=5) as sock:  # the app asks for the body
+        sock.sendall(
+            f"POST /upload HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(b"hello")
+        assert b'"bytes": 5' in sock.recv(65536)
+
+    # A client that reads slowly holds the app back instead of piling the download up in the router's memory.
+    with socket.create_connection(("127.0.0.1", router.port), timeout=5) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(f"GET /download?size=30000000 HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+        received = sock.recv(65536)
+        time.sleep(0.5)
+        buffered = harness.call(lambda: max(c.transport.get_write_buffer_size() for c in router._clients))
+        assert buffered < 2_000_000
+        body = len(received) - received.index(b"\r\n\r\n") - 4
+        while body < 30_000_000:
+            chunk = sock.recv(1 << 20)
+            assert chunk
+            body += len(chunk)
+
+
+def test_an_app_that_reads_slowly_holds_the_upload_back(harness: Harness, router: EmbeddedRouter) -> None:
+    size = 30_000_000
+    with socket.create_connection(("127.0.0.1", router.port), timeout=10) as sock, ThreadPoolExecutor(1) as pool:
+        head = f"POST /upload?wait=0.6 HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {size}\r\n\r\n".encode()
+        sending = pool.submit(sock.sendall, head + bytes(size))
+        time.sleep(0.4)  # the app has not read a byte yet
+        buffered = harness.call(
+            lambda: max(c.up.transport.get_write_buffer_size() for c in router._clients if c.up is not None)
+        )
+        assert buffered < 2_000_000
+        sending.result()
+        answer = sock.recv(65536)
+    assert f'"bytes": {size}'.encode() in answer
 
 
 def test_bad_requests_get_a_400_and_smuggling_shapes_are_refused(router: EmbeddedRouter) -> None:
