@@ -313,19 +313,22 @@ class RunixClient:
 
     # Deployments
     def create_deployment(self, project: str, source: IO[bytes], target: DeployTarget = "preview",
-                          on_progress: Callable[[int], None] | None = None) -> Deployment:
-        """Uploads a .tar.gz (an open binary file) and starts a deployment. `on_progress(n)` is told of every
-        chunk of n bytes sent, so a caller can draw a progress bar."""
+                          on_progress: Callable[[int, int], None] | None = None) -> Deployment:
+        """Uploads a .tar.gz (an open binary file) and starts a deployment. `on_progress(sent, total)` is called
+        as the request body goes out (in bytes), so a caller can draw a progress bar."""
         form = self.http.build_request("POST", "/deployments", data={"project": project, "target": target},
                                        files={"source": ("source.tar.gz", source, "application/gzip")})
+        total = int(form.headers["Content-Length"])
 
         def chunks() -> Iterator[bytes]:
+            sent = 0
             for chunk in form.stream:  # type: ignore[union-attr]
                 yield chunk
+                sent += len(chunk)
                 if on_progress:
-                    on_progress(len(chunk))
+                    on_progress(sent, total)
 
-        headers = {"Content-Type": form.headers["Content-Type"], "Content-Length": form.headers["Content-Length"]}
+        headers = {"Content-Type": form.headers["Content-Type"], "Content-Length": str(total)}
         return self.request("POST", "/deployments", content=chunks(), headers=headers)
 
     def list_deployments(self, project: str | None = None, status: str | None = None, target: str | None = None,

@@ -30,8 +30,8 @@ def run_deploy(path: Path, project: str | None, prod: bool, yes: bool, as_json: 
     target = "production" if prod else "preview"
     output.info(f"Uploading {archive.files} files ({output.size(archive.bytes)}) to {name}, {target}...")
     try:
-        with output.upload_progress(archive.bytes, "Uploading") as advance:
-            deployment = client.create_deployment(ref, archive.file, target, on_progress=advance)
+        with output.upload_progress("Uploading") as report:
+            deployment = client.create_deployment(ref, archive.file, target, on_progress=report)
     finally:
         archive.close()
     output.info(f"Building {deployment['id']}: {deployment['url']}")

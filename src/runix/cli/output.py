@@ -75,7 +75,10 @@ def message(text: str, style: str | None = None, prefix: str = "") -> None:
     if style and colour(sys.stderr):
         from rich.text import Text
 
-        line = Text(prefix, style=f"bold {style}") + Text(text) if prefix else Text(text, style=style)
+        line = Text()
+        if prefix:
+            line.append(prefix, style=f"bold {style}")
+        line.append(text, style=None if prefix else style)
         console(stderr=True).print(line)
     else:
         sys.stderr.write(f"{prefix}{text}\n")
@@ -117,9 +120,10 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], empty: str = "N
 
     grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
     for name in columns:
-        grid.add_column(name, overflow="fold")
+        # Ids are copied from here into other commands: never wrapped. The rest folds in a narrow terminal.
+        grid.add_column(name, no_wrap=name == "ID", overflow="fold")
     for row in rows:
-        grid.add_row(*(cell if hasattr(cell, "__rich__") or hasattr(cell, "__rich_console__") else str(cell or "")
+        grid.add_row(*(cell if hasattr(cell, "__rich_console__") else "" if cell is None else str(cell)
                        for cell in row))
     console().print(grid)
 
@@ -131,7 +135,7 @@ def fields(pairs: Sequence[tuple[str, Any]]) -> None:
         if hasattr(value, "__rich__"):
             from rich.text import Text
 
-            console().print(Text(f"{key:<{width}}  ") + value.__rich__())
+            console().print(Text(f"{key:<{width}}  ").append_text(value.__rich__()))
         else:
             out(f"{key:<{width}}  {'' if value is None else value}")
 
@@ -185,17 +189,17 @@ def size(n: int) -> str:
 
 
 @contextmanager
-def upload_progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
-    """Yields `advance(n)`; draws a progress bar on stderr at a terminal, nothing otherwise."""
+def upload_progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """Yields `report(sent, total)`; draws a progress bar on stderr at a terminal, nothing otherwise."""
     if not is_tty(sys.stderr):
-        yield lambda n: None
+        yield lambda sent, total: None
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   console=console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.update(task, advance=n)
+        task = bar.add_task(label, total=None)
+        yield lambda sent, total: bar.update(task, completed=sent, total=total)
 
 
 def log_line(event: dict[str, Any], stream: Any = None) -> None:
@@ -208,7 +212,10 @@ def log_line(event: dict[str, Any], stream: Any = None) -> None:
         when = event.get("created_at")
         stamp = _clock(when) if when else ""
         style = "red" if event.get("stream") == "stderr" else ("cyan" if event.get("type") == "system" else "")
-        console(stderr=stream is sys.stderr).print(Text(f"{stamp} ", style="dim") + Text(text, style=style))
+        line = Text()
+        line.append(f"{stamp} ", style="dim")
+        line.append(text, style=style or None)
+        console(stderr=stream is sys.stderr).print(line)
     else:
         stream.write(text + "\n")
         stream.flush()
