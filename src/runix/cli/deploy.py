@@ -25,13 +25,20 @@ def run_deploy(path: Path, project: str | None, prod: bool, yes: bool, as_json: 
     ref, name = _project_for(client, folder, project, yes)
 
     from runix.cli.packing import pack
+    from runix.client import RunixAPIError
 
     archive = pack(folder)
     target = "production" if prod else "preview"
-    output.info(f"Uploading {archive.files} files ({output.size(archive.bytes)}) to {name}, {target}...")
+    files = f"{archive.files} file" + ("s" if archive.files != 1 else "")
+    output.info(f"Uploading {files} ({output.size(archive.bytes)}) to {name}, {target}...")
     try:
         with output.upload_progress("Uploading") as report:
             deployment = client.create_deployment(ref, archive.file, target, on_progress=report)
+    except RunixAPIError as exc:
+        if exc.status == 404 and project is None:
+            raise CliError(f"This folder is linked to project {name}, which no longer exists. Deploy with "
+                           "--project NAME (it links the folder again).") from exc
+        raise
     finally:
         archive.close()
     output.info(f"Building {deployment['id']}: {deployment['url']}")
