@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -27,7 +28,11 @@ def database_url(server: RunixServer) -> str:
 
 def run_sql(server: RunixServer, statement: str, **params: Any) -> list[tuple]:
     """Runs one statement on the server's database (committed) and returns its rows, if any."""
-    engine = create_engine(database_url(server), poolclass=NullPool)
+    url = database_url(server)
+    if url.startswith("sqlite"):  # stored as naive UTC text there, as Runix writes it
+        params = {k: v.astimezone(UTC).replace(tzinfo=None) if isinstance(v, datetime) and v.tzinfo else v
+                  for k, v in params.items()}
+    engine = create_engine(url, poolclass=NullPool)
     try:
         with engine.begin() as conn:
             result = conn.execute(text(statement), params)

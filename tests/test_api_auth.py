@@ -80,7 +80,7 @@ def test_a_code_expires_after_ten_minutes(server: RunixServer) -> None:
     created = run_sql(server, "SELECT created_at FROM login_codes WHERE email = :e", e=email)[0][0]
     as_dt = [v if isinstance(v, datetime) else datetime.fromisoformat(v) for v in (expires_at, created)]
     assert timedelta(minutes=9) < as_dt[0] - as_dt[1] <= timedelta(minutes=10)
-    past = (datetime.now(UTC) - timedelta(seconds=1)).replace(tzinfo=None)
+    past = datetime.now(UTC) - timedelta(seconds=1)
     run_sql(server, "UPDATE login_codes SET expires_at = :t WHERE email = :e", t=past, e=email)
     error(verify(server, email, code), 401, "UNAUTHORIZED")
 
@@ -88,7 +88,7 @@ def test_a_code_expires_after_ten_minutes(server: RunixServer) -> None:
 def test_session_token_expires(server: RunixServer, account: Account) -> None:
     assert account.client.get("/user").status_code == 200
     digest = hashlib.sha256(account.token.encode()).hexdigest()
-    past = (datetime.now(UTC) - timedelta(seconds=1)).replace(tzinfo=None)
+    past = datetime.now(UTC) - timedelta(seconds=1)
     assert run_sql(server, "SELECT count(*) FROM tokens WHERE token_hash = :h", h=digest) == [(1,)]
     run_sql(server, "UPDATE tokens SET expires_at = :t WHERE token_hash = :h", t=past, h=digest)
     body = error(account.client.get("/user"), 401, "UNAUTHORIZED")
