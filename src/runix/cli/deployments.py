@@ -22,7 +22,7 @@ DeploymentArgument = Annotated[str, typer.Argument(metavar="DEPLOYMENT", help="T
 
 
 def deploy(
-    path: Annotated[Path, typer.Argument(metavar="[PATH]", help="The folder to deploy.",
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="The folder to deploy.",
                                          show_default="the current folder")] = Path("."),
     project: Annotated[str | None, typer.Option(
         "--project", "-p", help="Deploy to this project (created if missing). Default: the folder's linked "
@@ -125,7 +125,7 @@ def _promote(client: RunixClient, deployment: Deployment, as_json: bool, verb: s
 
 def rollback(
     deployment: Annotated[str | None, typer.Argument(
-        metavar="[DEPLOYMENT]", help="Roll back to this deployment. Default: the previous production one.")] = None,
+        metavar="DEPLOYMENT", help="Roll back to this deployment. Default: the previous production one.")] = None,
     project: ProjectOption = None,
     yes: YesOption = False,
     as_json: JsonOption = False,

@@ -13,7 +13,7 @@ from runix.cli.output import CliError
 
 domains_app = typer.Typer(help="Custom domains: attach, verify with a DNS TXT record, detach.", no_args_is_help=True)
 
-DomainArgument = Annotated[str, typer.Argument(help="A host name such as www.example.com.")]
+DomainArgument = Annotated[str, typer.Argument(metavar="DOMAIN", help="A host name such as www.example.com.")]
 
 
 def _record(domain: dict) -> str:

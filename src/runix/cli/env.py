@@ -47,8 +47,9 @@ def env_ls(project: ProjectOption = None, target: TargetOption = None, as_json: 
 
 @env_app.command("add")
 def env_add(
-    key: Annotated[str, typer.Argument(help="Letters, digits and _, not starting with a digit.")],
+    key: Annotated[str, typer.Argument(metavar="KEY", help="Letters, digits and _, not starting with a digit.")],
     value: Annotated[str | None, typer.Argument(
+        metavar="VALUE",
         help="The value. Omit it to type it at a hidden prompt or pipe it on stdin (keeps it out of shell history)."
     )] = None,
     target: TargetOption = None,
@@ -77,7 +78,7 @@ def env_add(
 
 @env_app.command("rm")
 def env_rm(
-    key: Annotated[str, typer.Argument(help="The variable's name.")],
+    key: Annotated[str, typer.Argument(metavar="KEY", help="The variable's name.")],
     target: Annotated[list[str] | None, typer.Option(
         "--target", "-t", help="Remove only the variable set for these targets. Default: every one named KEY.")]
     = None,
@@ -107,7 +108,7 @@ def _dotenv_value(value: str) -> str:
 
 @env_app.command("pull")
 def env_pull(
-    file: Annotated[Path, typer.Argument(help="Where to write.")] = Path(".env"),
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="Where to write.")] = Path(".env"),
     target: Annotated[str, typer.Option("--target", "-t", help="Which target's values.")] = "development",
     project: ProjectOption = None,
     yes: YesOption = False,

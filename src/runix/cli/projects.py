@@ -31,7 +31,8 @@ def projects_ls(limit: LimitOption = 50, as_json: JsonOption = False) -> None:
 
 @projects_app.command("add")
 def projects_add(
-    name: Annotated[str, typer.Argument(help="Lower-case letters, digits and dashes; it becomes the host name.")],
+    name: Annotated[str, typer.Argument(
+        metavar="NAME", help="Lower-case letters, digits and dashes; it becomes the host name.")],
     framework: SettingOption = None,
     install_command: SettingOption = None,
     build_command: SettingOption = None,
@@ -53,7 +54,8 @@ def projects_add(
 
 @projects_app.command("inspect")
 def projects_inspect(
-    name: Annotated[str | None, typer.Argument(help="Name or id. Default: this folder's project.")] = None,
+    name: Annotated[str | None, typer.Argument(
+        metavar="NAME", help="Name or id. Default: this folder's project.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show a project's settings, URLs and production deployment."""
@@ -72,7 +74,7 @@ def projects_inspect(
 
 @projects_app.command("rm")
 def projects_rm(
-    name: Annotated[str, typer.Argument(help="Name or id of the project to delete.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Name or id of the project to delete.")],
     yes: YesOption = False,
     as_json: JsonOption = False,
 ) -> None:
