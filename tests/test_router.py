@@ -410,6 +410,36 @@ def test_an_upstream_closing_mid_response_does_not_hang_the_client(harness: Harn
         server.close()
 
 
+async def _one_request_per_connection_server() -> tuple[asyncio.Server, int]:
+    """Answers the first request of a connection with keep-alive, then hangs up on the next one unanswered: what an
+    app does when its keep-alive timeout strikes just as the router reuses the connection."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def test_a_pooled_connection_the_app_just_closed_is_retried_for_idempotent_requests_only(
+    harness: Harness, router: EmbeddedRouter
+) -> None:
+    server, port = harness.run(_one_request_per_connection_server())
+    try:
+        harness.call(router.set_upstream, "dpl_blue", Upstream("127.0.0.1", port))
+        with client_for(router) as client:
+            assert [client.get("/").status_code for _ in range(5)] == [200] * 5  # each resent on a new connection
+            assert client.get("/").text == "ok"
+            assert client.post("/", content=b"x").status_code == 502  # a POST may have done something: never resent
+    finally:
+        server.close()
+
+
 def test_a_client_that_disconnects_frees_the_upstream_connection(harness: Harness, router: EmbeddedRouter) -> None:
     with socket.create_connection(("127.0.0.1", router.port)) as sock:
         sock.sendall(f"GET /?delay=5 HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())

@@ -56,6 +56,7 @@ _RESPONSE_SPECIAL = _RESPONSE_DROP | {b"content-length", b"transfer-encoding"}
 _HEAD, _PENDING, _BODY, _WAIT, _TUNNEL, _CLOSED = range(6)
 # Upstream side.
 _IDLE, _RESPONSE_HEAD, _RESPONSE_BODY, _UPSTREAM_TUNNEL = range(4)
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 # How a response body ends.
 _NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)
 
@@ -146,6 +147,7 @@ class _Client(asyncio.Protocol):
         "remaining",
         "chunks",
         "out",
+        "replayable",
         "forwarded",
         "write_paused",
         "idle_since",
@@ -168,6 +170,7 @@ class _Client(asyncio.Protocol):
         self.remaining = 0
         self.chunks: _Chunked | None = None
         self.out = b""  # the request as first sent upstream; sent again if a pooled connection turns out dead
+        self.replayable = False  # ... which is safe for idempotent methods only
         self.forwarded = b""
         self.write_paused = False
         self.idle_since = monotonic()
@@ -298,6 +301,7 @@ class _Client(asyncio.Protocol):
         self.host = host
         self.keep_alive = not self.http10 and b"close" not in connection
         self.head_request = method == b"HEAD"
+        self.replayable = method in _IDEMPOTENT
         self.upgrade = upgrade is not None and b"upgrade" in connection
         self.req_done = not (chunked or length)
 
@@ -369,7 +373,8 @@ class _Client(asyncio.Protocol):
             else:  # keep reading, to notice a client that goes away
                 self.transport.resume_reading()
         else:
-            self.out = b""  # too late to replay a streamed body anyway
+            self.replayable = False  # too late to replay a streamed body
+            self.out = b""
             self.state = _BODY
             self.transport.resume_reading()
             if self.buf:
@@ -480,7 +485,7 @@ class _Client(asyncio.Protocol):
         """The upstream connection closed before the response was complete."""
         self.up = None
         if conn.state == _RESPONSE_HEAD and not conn.got_bytes:
-            if conn.reused and self.state == _WAIT and self.out:
+            if conn.reused and self.state == _WAIT and self.replayable:
                 # A pooled connection the app had just closed: nothing reached the app, send it again on a fresh one.
                 self._dispatch_fresh()
                 return
@@ -767,7 +772,7 @@ class EmbeddedRouter:
         connect_timeout: float = 10.0,
         keepalive_timeout: float = 75.0,
         head_timeout: float = 30.0,
-        upstream_idle_timeout: float = 2.0,
+        upstream_idle_timeout: float = 1.0,
         max_idle_per_upstream: int = 256,
         trust_forwarded: bool = False,
     ) -> None:
@@ -778,7 +783,8 @@ class EmbeddedRouter:
         self.connect_timeout = connect_timeout
         self.keepalive_timeout = keepalive_timeout
         self.head_timeout = head_timeout
-        # Apps close idle keep-alive connections after a few seconds (uvicorn and Node: 5 s); give them up sooner.
+        # Apps close idle keep-alive connections after a few seconds (uvicorn and Node: 5 s, gunicorn: 2 s); give them
+        # up sooner, so a request rarely meets a connection the app is closing (and only idempotent ones are resent).
         self.upstream_idle_timeout = upstream_idle_timeout
         self.max_idle_per_upstream = max_idle_per_upstream
         # Behind another proxy of Runix's own (Caddy), keep the X-Forwarded-* it set instead of writing ours.
