@@ -45,8 +45,13 @@ def main(
 ) -> None:
     """Runix: deploy a folder, get a live URL.
 
-    Sign in with [bold]runix login[/bold], then [bold]runix deploy[/bold] in your app's folder. The API is
-    RUNIX_API_URL (default http://127.0.0.1:8000); RUNIX_TOKEN overrides the saved token.
+    Sign in with [bold]runix login[/bold], then [bold]runix deploy[/bold] in your app's folder.
+
+    Environment:
+    RUNIX_API_URL: the API (default: the one you logged in to, else http://127.0.0.1:8000)
+    RUNIX_TOKEN: a token to use instead of the saved one
+    RUNIX_RATE_LIMIT_WAIT: seconds a read may wait out rate limits (default 120)
+    NO_COLOR: no colour
     """
 
 
