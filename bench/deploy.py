@@ -26,6 +26,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -84,19 +85,29 @@ class Platform:
         assert self.api.post("/projects", json={"name": name}).status_code == 201
         return name
 
-    def deploy(self, project: str, archive: bytes) -> tuple[float, dict]:
+    def deploy(self, project: str, archive: bytes, label: str | None = None) -> tuple[float, dict]:
         """Seconds from the upload until the production URL answers 200, and the deployment."""
         started = time.perf_counter()
         r = self.api.post("/deployments", data={"project": project},
                           files={"source": ("source.tar.gz", archive, "application/gzip")})
         assert r.status_code == 201, r.text
-        deployment = r.json()
-        while deployment["status"] not in ("READY", "ERROR", "CANCELED"):
-            time.sleep(POLL_SECONDS)
-            deployment = self.api.get(f"/deployments/{deployment['id']}").json()
+        deployment_id = r.json()["id"]
+        # Follow the events (as `runix deploy` does) rather than poll: polling would load the server it measures.
+        with self.api.stream("GET", f"/deployments/{deployment_id}/events", params={"follow": "true"}) as events:
+            for line in events.iter_lines():
+                if line == "event: end":
+                    break
+        deployment = self.api.get(f"/deployments/{deployment_id}").json()
         assert deployment["status"] == "READY", deployment
         wait_for_200(self.router, f"{project}.localhost")
-        return time.perf_counter() - started, deployment
+        total = time.perf_counter() - started
+        if label:
+            stamp = {k: datetime.fromisoformat(deployment[k]).timestamp()
+                     for k in ("created_at", "build_started_at", "build_finished_at", "ready_at")}
+            phase(f"{label} Runix: queued", stamp["build_started_at"] - stamp["created_at"])
+            phase(f"{label} Runix: build (extract + install)", stamp["build_finished_at"] - stamp["build_started_at"])
+            phase(f"{label} Runix: start until healthy and routed", stamp["ready_at"] - stamp["build_finished_at"])
+        return total, deployment
 
     def rollback(self, project: str, deployment_id: str, expect: bytes) -> float:
         started = time.perf_counter()
@@ -105,7 +116,15 @@ class Platform:
         return time.perf_counter() - started
 
 
-def by_hand(archive: bytes, workdir: Path, install: Callable[[Path], None] | None, start: list[str]) -> float:
+PHASES: dict[str, list[float]] = {}
+
+
+def phase(name: str, seconds: float) -> None:
+    PHASES.setdefault(name, []).append(seconds)
+
+
+def by_hand(archive: bytes, workdir: Path, install: Callable[[Path], None] | None, start: list[str],
+            label: str) -> float:
     """Seconds for the bare steps: extract, install (if any), start the app, first 200."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
@@ -114,6 +133,7 @@ def by_hand(archive: bytes, workdir: Path, install: Callable[[Path], None] | Non
         tar.extractall(workdir / "app", filter="data")
     if install:
         install(workdir)
+    phase(f"{label} by hand: extract + install", time.perf_counter() - started)
     port = free_port()
     # The PATH the platform gives apps (a shim on the host PATH, e.g. pyenv's, would make the hand side slower).
     env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1",
@@ -123,7 +143,9 @@ def by_hand(archive: bytes, workdir: Path, install: Callable[[Path], None] | Non
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
             wait_for_200(client)
-        return time.perf_counter() - started
+        total = time.perf_counter() - started
+        phase(f"{label} by hand: start until 200", total - PHASES[f"{label} by hand: extract + install"][-1])
+        return total
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait()
@@ -155,10 +177,11 @@ def main() -> None:
         hand_dir = Path(tmp) / "by-hand"
         results: dict[str, list[float]] = {k: [] for k in ("flask", "flask_hand", "static", "static_hand")}
         for _ in range(runs):
-            results["flask"].append(platform.deploy(flask, flask_archive)[0])
-            results["flask_hand"].append(by_hand(flask_archive, hand_dir, uv_install(cache), ["python", "app.py"]))
-            results["static"].append(platform.deploy(static, static_archive)[0])
-            results["static_hand"].append(by_hand(static_archive, hand_dir, None, STATIC_SERVER))
+            results["flask"].append(platform.deploy(flask, flask_archive, "flask")[0])
+            results["flask_hand"].append(by_hand(flask_archive, hand_dir, uv_install(cache), ["python", "app.py"],
+                                                 "flask"))
+            results["static"].append(platform.deploy(static, static_archive, "static")[0])
+            results["static_hand"].append(by_hand(static_archive, hand_dir, None, STATIC_SERVER, "static"))
         rollbacks = []
         old = platform.deploy(static, tar_folder(ROOT / "examples" / "static", {"index.html": b"<p>old</p>"}))[1]
         new = platform.deploy(static, tar_folder(ROOT / "examples" / "static", {"index.html": b"<p>new</p>"}))[1]
@@ -176,7 +199,9 @@ def main() -> None:
           f"{median['static_hand']:.3f} s -> {static_ratio:.2f}x")
     print(f"rollback (promote until the production URL serves the older deployment): {rollback * 1000:.0f} ms "
           "(target < 1 s)")
-    print(f"(median of {runs} runs)")
+    print(f"(median of {runs} runs; where the time goes, medians:)")
+    for name, values in sorted(PHASES.items()):
+        print(f"  {name}: {statistics.median(values) * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

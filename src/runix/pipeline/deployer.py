@@ -212,14 +212,15 @@ class Deployer:
     async def _go_live(self, job: _Job) -> None:
         """Routes the healthy app (and makes it production when it is one) before anyone can see READY."""
         deployment_id = job.deployment_id
-        if job.target == "production":
-            async with self._promote_lock:
-                promoted = await asyncio.to_thread(self._set_production, job.project_id, deployment_id, True)
-                await self.refresh_routes(include=[deployment_id])
-        else:
-            promoted = False
-            await self.refresh_routes(include=[deployment_id])
-        await self.events.flush()
+
+        def make_live() -> tuple[bool, dict[str, str]]:
+            promoted = job.target == "production" and self._set_production(job.project_id, deployment_id, True)
+            return promoted, self._route_table([deployment_id])
+
+        async with self._promote_lock:
+            seq = self._next_route_seq()
+            promoted, table = await asyncio.to_thread(make_live)
+            self._apply_routes(seq, table)
         if not await self._move(deployment_id, ("DEPLOYING",), "READY", ready_at=utcnow()):
             await self._retire(deployment_id, remove=False)
             await self.refresh_routes()

@@ -165,7 +165,7 @@ class _Pending:
 
 
 class EventStore:
-    def __init__(self, db: Database, hub: Hub, *, batch_interval: float = 0.02):
+    def __init__(self, db: Database, hub: Hub, *, batch_interval: float = 0.01):
         self.db = db
         self.hub = hub
         self.batch_interval = batch_interval
@@ -291,6 +291,9 @@ class EventStore:
         last = since or 0
         async with self.hub.subscribe(deployment_id) as queue:
             backlog, status = await asyncio.to_thread(self._backlog, deployment_id, since)
+            if status in SETTLED:  # lines this process still holds would otherwise be missed
+                await self.flush()
+                backlog = await asyncio.to_thread(self.list, deployment_id, since, 100_000)
             for event in backlog:
                 last = event.id
                 yield event

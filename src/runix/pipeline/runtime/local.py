@@ -24,7 +24,7 @@ from runix.pipeline.runtime import AppFailed, AppSpec, AppState, LogSink, PortSi
 
 log = structlog.get_logger("runix.runtime")
 
-HEALTH_POLL_SECONDS = 0.01
+HEALTH_POLL_SECONDS = 0.005
 BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 0.5, 30.0, 60.0
 STOP_GRACE_SECONDS = 5.0
 
