@@ -129,8 +129,15 @@ def billing_page(c: Call) -> Response:
         used = summary.usage.get(usage_key, 0)
         limit = summary.limits.get(limit_key) if limit_key else None
         percent = min(100, round(100 * used / limit)) if limit else 0
-        meters.append({"key": usage_key, "label": label, "used": used, "limit": limit, "percent": percent})
+        meters.append({"key": usage_key, "label": label, "used": used, "limit": limit, "percent": percent,
+                       "note": _domains_note(summary.limits) if usage_key == "domains" else None})
     return c.render("billing.html", title="Billing", summary=summary, meters=meters, plans=list(PLANS.values()))
+
+
+def _domains_note(limits: dict[str, int | None]) -> str:
+    """Domains are limited per project, so the account-wide count has no single ceiling to draw."""
+    per_project = limits.get("domains_per_project")
+    return f"up to {per_project} per project" if per_project is not None else "unlimited"
 
 
 @action("/billing/plan", api="PUT /billing/plan", fallback="/dashboard/billing")
