@@ -45,7 +45,7 @@ def connect(*, login: bool = True, api_url: str | None = None, token: str | None
     if login and token is None:
         saved = credentials.current()
         if saved is None:
-            raise CliError("You are not logged in. Run `runix login` (or set RUNIX_TOKEN).")
+            raise CliError(f"You are not logged in to {credentials.api_url()}. Run `runix login` (or set RUNIX_TOKEN).")
         api_url, token = api_url or saved.api_url, saved.token
     client = RunixClient(api_url or credentials.api_url(), token, max_rate_limit_wait=_rate_limit_wait(),
                          on_rate_limit=lambda s: output.warn(f"Rate limited by the API: retrying in {s}s"))

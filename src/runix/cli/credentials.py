@@ -48,17 +48,19 @@ def api_url(override: str | None = None) -> str:
 
 
 def current() -> Credentials | None:
-    """The token to use and its API; None when not logged in."""
+    """The token to use and its API; None when not logged in (to the API RUNIX_API_URL names, if set)."""
     saved = read_file()
     env_token = os.environ.get("RUNIX_TOKEN")
     token = env_token or (saved.token if saved else None)
     if not token:
         return None
-    url = os.environ.get("RUNIX_API_URL") or (saved.api_url if saved else None) or DEFAULT_API_URL
+    url = (os.environ.get("RUNIX_API_URL") or (saved.api_url if saved else None) or DEFAULT_API_URL).rstrip("/")
     if env_token:
-        return Credentials(api_url=url.rstrip("/"), token=env_token)
+        return Credentials(api_url=url, token=env_token)
     assert saved is not None
-    return Credentials(**{**asdict(saved), "api_url": url.rstrip("/")})
+    if url != saved.api_url.rstrip("/"):
+        return None  # the saved token belongs to another server
+    return saved
 
 
 def save(url: str, token: str, token_id: str | None = None, email: str | None = None) -> Path:
