@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import tarfile
 import threading
 import time
@@ -424,14 +426,42 @@ def test_verified_domain_serves_production_and_a_deleted_project_stops_serving(u
     assert user.client.get(f"/deployments/{v1['id']}").status_code == 404
 
 
-def test_zz_server_restart_brings_ready_apps_back(examples: dict[str, dict], user: Account,
-                                                 deploy_server: RunixServer, router: Router) -> None:
+def wait_status(account: Account, deployment_id: str, status: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while account.client.get(f"/deployments/{deployment_id}").json()["status"] != status:
+        assert time.monotonic() < deadline, f"{deployment_id} never reached {status}"
+        time.sleep(0.05)
+
+
+def test_zz_server_restart_brings_ready_apps_back_and_resumes_or_fails_builds(
+        examples: dict[str, dict], user: Account, deploy_server: RunixServer, router: Router) -> None:
+    set_plan(user, "pro")
     new_project(user, "phoenix")
     production = deploy(user, "phoenix", stdlib_app("v1"))
     preview = deploy(user, "phoenix", stdlib_app("v2"), target="preview")
-    deploy_server.restart()
+    new_project(user, "resumed", build_command="sleep 1; echo built")
+    resumed = upload(user, "resumed", stdlib_app("r1")).json()["id"]
+    wait_status(user, resumed, "BUILDING")
+
+    deploy_server.restart()  # a clean stop: apps stop, the build in progress goes back to the queue
     assert router.get("phoenix.localhost").text == "v1 -"
     assert router.get(host_of(preview["url"])).text == "v2 -"
     assert router.get("ex-flask.localhost", "/env").json()["GREETING"] == "hi from flask"
-    again = deploy_server.sign_in(user.email)
-    assert again.client.get(f"/deployments/{production['id']}").json()["status"] == "READY"
+    user = deploy_server.sign_in(user.email)
+    assert user.client.get(f"/deployments/{production['id']}").json()["status"] == "READY"
+    assert wait_settled(user, resumed)["status"] == "READY"
+    assert events_text(user, resumed).count("Build started") == 2
+    assert router.get("resumed.localhost").text == "r1 -"
+
+    new_project(user, "crashed", build_command="sleep 60")
+    crashed = upload(user, "crashed", stdlib_app("c1")).json()["id"]
+    wait_status(user, crashed, "BUILDING")
+    assert deploy_server.proc is not None
+    os.killpg(deploy_server.proc.pid, signal.SIGKILL)  # the server dies mid-build
+    deploy_server.proc.wait()
+    deploy_server.stop()
+    deploy_server.start()
+    user = deploy_server.sign_in(user.email)
+    died = user.client.get(f"/deployments/{crashed}").json()
+    assert died["status"] == "ERROR" and "interrupted by a server restart" in died["error"].lower()
+    assert router.get("phoenix.localhost").text == "v1 -"
