@@ -370,6 +370,10 @@ def test_bad_requests_get_a_400_and_smuggling_shapes_are_refused(router: Embedde
         f"POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n".encode(),
         f"GET / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: x\r\n\r\n".encode(),
         b"GET / HTTP/1.1\r\n\r\n",
+        f"POST / HTTP/1.1\r\nHost: {HOST}\nTransfer-Encoding: chunked\r\n\r\n".encode(),  # a bare LF
+        f"POST / HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding : chunked\r\n\r\n".encode(),  # space before colon
+        f"GET / HTTP/1.1\r\nHost: {HOST}\r\nX-A: 1\r\n folded\r\n\r\n".encode(),  # obsolete line folding
+        f"GET / HTTP/2.0\r\nHost: {HOST}\r\n\r\n".encode(),
     ):
         with socket.create_connection(("127.0.0.1", router.port), timeout=5) as sock:
             sock.sendall(request)

@@ -24,6 +24,8 @@ from runix.pipeline.router import Upstream, Waker, pages
 log = logging.getLogger("runix.router")
 
 _MAX_HEAD = 64 * 1024
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_REQUEST_HEAD = re.compile(_TOKEN + rb" [^ \x00-\x20\x7f]+ HTTP/1\.[01](?:\r\n" + _TOKEN + rb":[^\r\n\x00]*)*")
 _MAX_CHUNK_LINE = 8 * 1024
 _MAX_HOST_CACHE = 4096
 _SWEEP_EVERY = 0.5
@@ -49,7 +51,9 @@ _REQUEST_SPECIAL = frozenset(
 # Hop-by-hop headers, and the X-Forwarded-* ones the router sets itself (a client must not be able to forge them).
 _REQUEST_DROP = _REQUEST_SPECIAL - {b"host", b"content-length", b"transfer-encoding"}
 _RESPONSE_DROP = frozenset({b"connection", b"keep-alive", b"proxy-connection"})
-_RESPONSE_SPECIAL = _RESPONSE_DROP | {b"content-length", b"transfer-encoding"}
+_RESPONSE_FIELDS = re.compile(
+    rb"\r\n(content-length|transfer-encoding|connection|keep-alive|proxy-connection)[ \t]*:([^\r]*)", re.IGNORECASE
+)
 
 # Client side: reading the request head -> waiting for an upstream connection (or a wake) -> streaming the request body
 # -> waiting for the response to end -> back to reading the next head. An Upgrade turns the connection into a tunnel.
@@ -243,33 +247,22 @@ class _Client(asyncio.Protocol):
 
     def _start_request(self, end: int) -> None:
         buf = self.buf
-        special = self.router._request_special
-        lines = buf[:end].split(b"\r\n")
-        request_line = lines[0]
-        parts = request_line.split(b" ")
-        if len(parts) != 3:
-            raise BadMessage("bad request line")
-        method, target, version = parts
-        if version == b"HTTP/1.1":
-            self.http10 = False
-        elif version == b"HTTP/1.0":
-            self.http10 = True
-        else:
-            raise BadMessage("unsupported HTTP version")
+        # One regex checks the whole head (request line, token names, no bare CR or LF, no folded lines), another
+        # picks out the few fields the router acts on: no per-line work in Python.
+        if _REQUEST_HEAD.fullmatch(buf, 0, end) is None:
+            raise BadMessage("malformed request head")
+        request_line = buf[: buf.find(b"\r\n")]
+        method, target, version = request_line.split(b" ")
+        self.http10 = version == b"HTTP/1.0"
         host = None
         length = None
         chunked = False
         connection: list[bytes] = []
         upgrade = None
         rewrite = False
-        for index in range(1, len(lines)):
-            name, colon, value = lines[index].partition(b":")
-            if not colon or not name or b" " in name or b"\t" in name:
-                raise BadMessage("bad header line")
-            name = name.lower()
-            if name not in special:
-                continue
-            value = value.strip(b" \t")
+        for field in self.router._request_fields.finditer(buf, 0, end):
+            name = field.group(1).lower()
+            value = field.group(2).strip(b" \t")
             if name == b"host":
                 if host is not None:
                     raise BadMessage("two Host headers")
@@ -315,7 +308,7 @@ class _Client(asyncio.Protocol):
         if rewrite:
             dropped = self.router._request_drop.union(connection)
             kept = [request_line]
-            kept += [line for line in lines[1:] if line.partition(b":")[0].lower() not in dropped]
+            kept += [line for line in buf[:end].split(b"\r\n")[1:] if line.partition(b":")[0].lower() not in dropped]
             head = b"\r\n".join(kept)
         else:
             head = buf[:end]
@@ -513,12 +506,22 @@ class _Client(asyncio.Protocol):
             self.up.transport.write(data)  # type: ignore[union-attr]
 
 
+class _Pool(list["_Upstream"]):
+    """Idle keep-alive connections to one upstream, the most recently used last; `users` deployments answer there."""
+
+    __slots__ = ("users",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.users = 0
+
+
 class _Upstream(asyncio.Protocol):
     """One keep-alive connection to an app; serves one client request at a time, then goes back to the pool."""
 
     __slots__ = (
         "router",
-        "target",
+        "pool",
         "transport",
         "client",
         "state",
@@ -533,9 +536,9 @@ class _Upstream(asyncio.Protocol):
         "paused",
     )
 
-    def __init__(self, router: EmbeddedRouter, target: Upstream) -> None:
+    def __init__(self, router: EmbeddedRouter, pool: _Pool) -> None:
         self.router = router
-        self.target = target
+        self.pool = pool
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.client: _Client | None = None
         self.state = _IDLE
@@ -598,8 +601,7 @@ class _Upstream(asyncio.Protocol):
                     raise BadMessage("response head too long")
                 self.buf = data
                 return
-            lines = data[:end].split(b"\r\n")
-            status_line = lines[0]
+            status_line = data[: data.find(b"\r\n")]
             if len(status_line) < 12 or not status_line.startswith(b"HTTP/1.") or not status_line[9:12].isdigit():
                 raise BadMessage("bad status line")
             status = int(status_line[9:12])
@@ -607,11 +609,10 @@ class _Upstream(asyncio.Protocol):
             chunked = False
             close = status_line[7:8] == b"0"
             rewrite = False
-            for index in range(1, len(lines)):
-                name, _, value = lines[index].partition(b":")
-                name = name.lower()
-                if name not in _RESPONSE_SPECIAL:
-                    continue
+            # One regex pass finds the few fields that matter, instead of splitting every line.
+            for field in _RESPONSE_FIELDS.finditer(data, 0, end):
+                name = field.group(1).lower()
+                value = field.group(2)
                 if name == b"content-length":
                     value = value.strip(b" \t")
                     if not value.isdigit():
@@ -629,7 +630,7 @@ class _Upstream(asyncio.Protocol):
                 if status == 101:
                     if not client.upgrade:
                         raise BadMessage("101 without an upgrade request")
-                    self._start_tunnel(client, lines, data[head_end:])
+                    self._start_tunnel(client, data[:end].split(b"\r\n"), data[head_end:])
                     return
                 if not client.http10:  # 100 Continue and friends; the final response follows
                     client.transport.write(data[:head_end])
@@ -652,7 +653,8 @@ class _Upstream(asyncio.Protocol):
         self.reusable = not close
         if rewrite or not client.keep_alive:
             kept = [status_line]
-            kept += [line for line in lines[1:] if line.partition(b":")[0].lower() not in _RESPONSE_DROP]
+            lines = data[:end].split(b"\r\n")[1:]
+            kept += [line for line in lines if line.partition(b":")[0].strip(b" \t").lower() not in _RESPONSE_DROP]
             if not client.keep_alive:
                 kept.append(b"Connection: close")
             kept.append(b"\r\n")
@@ -723,7 +725,7 @@ class _Upstream(asyncio.Protocol):
         client._response_done(self)
 
     def _start_tunnel(self, client: _Client, lines: list[bytes], rest: bytes) -> None:
-        kept = [line for line in lines if line.partition(b":")[0].lower() not in _RESPONSE_DROP]
+        kept = [line for line in lines if line.partition(b":")[0].strip(b" \t").lower() not in _RESPONSE_DROP]
         kept += [b"Connection: upgrade", b"\r\n"]
         client.transport.write(b"\r\n".join(kept) + rest)
         self.state = _UPSTREAM_TUNNEL
@@ -790,14 +792,14 @@ class EmbeddedRouter:
         # Behind another proxy of Runix's own (Caddy), keep the X-Forwarded-* it set instead of writing ours.
         self.trust_forwarded = trust_forwarded
         forwarded = {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
-        self._request_special = _REQUEST_SPECIAL - forwarded if trust_forwarded else _REQUEST_SPECIAL
+        special = _REQUEST_SPECIAL - forwarded if trust_forwarded else _REQUEST_SPECIAL
+        self._request_fields = re.compile(rb"\r\n(" + b"|".join(sorted(special)) + rb"):([^\r]*)", re.IGNORECASE)
         self._request_drop = _REQUEST_DROP - forwarded if trust_forwarded else _REQUEST_DROP
         self._waker = waker
         self._routes: dict[str, str] = {}
         self._host_cache: dict[bytes, str | None] = {}
         self._upstreams: dict[str, Upstream] = {}
-        self._targets: dict[Upstream, int] = {}  # upstream -> how many deployments answer there
-        self._pools: dict[Upstream, list[_Upstream]] = {}
+        self._pools: dict[Upstream, _Pool] = {}  # one for every upstream some deployment answers at
         self._inflight: dict[str, int] = {}
         self._drain_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._last_request: dict[str, float] = {}
@@ -841,15 +843,18 @@ class EmbeddedRouter:
         previous = self._upstreams.pop(deployment_id, None)
         if upstream is not None:
             self._upstreams[deployment_id] = upstream
-            self._targets[upstream] = self._targets.get(upstream, 0) + 1
+            pool = self._pools.get(upstream)
+            if pool is None:
+                pool = self._pools[upstream] = _Pool()
+            pool.users += 1
         if previous is not None:
-            users = self._targets[previous] - 1
-            if users:
-                self._targets[previous] = users
-            else:  # nobody answers there any more: its idle connections are of no use
-                del self._targets[previous]
-                for conn in self._pools.pop(previous, []):
+            pool = self._pools[previous]
+            pool.users -= 1
+            if not pool.users:  # nobody answers there any more: its idle connections are of no use
+                del self._pools[previous]
+                for conn in pool:
                     conn.transport.close()
+                pool.clear()
 
     def inflight(self, deployment_id: str) -> int:
         return self._inflight.get(deployment_id, 0)
@@ -908,23 +913,25 @@ class EmbeddedRouter:
         return None
 
     def _release(self, conn: _Upstream) -> None:
-        if conn.target not in self._targets:
+        pool = conn.pool
+        if not pool.users:
             conn.transport.close()  # its deployment went elsewhere while this request ran
             return
-        pool = self._pools.setdefault(conn.target, [])
         conn.idle_since = monotonic()
         pool.append(conn)
         if len(pool) > self.max_idle_per_upstream:
             pool.pop(0).transport.close()
 
     def _forget(self, conn: _Upstream) -> None:
-        pool = self._pools.get(conn.target)
-        if pool is not None and conn in pool:
-            pool.remove(conn)
+        if conn in conn.pool:
+            conn.pool.remove(conn)
 
     def _connect(self, upstream: Upstream) -> asyncio.Task:  # type: ignore[type-arg]
         loop = asyncio.get_running_loop()
-        connecting = loop.create_connection(lambda: _Upstream(self, upstream), upstream.host, upstream.port)
+        pool = self._pools.get(upstream)
+        if pool is None:  # a pool nobody uses: the connection closes after one request
+            pool = _Pool()
+        connecting = loop.create_connection(lambda: _Upstream(self, pool), upstream.host, upstream.port)
         task = loop.create_task(asyncio.wait_for(connecting, self.connect_timeout))
         self._connects.add(task)
         task.add_done_callback(self._connects.discard)
