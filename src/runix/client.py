@@ -15,8 +15,11 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, Literal, TypedDict
+from urllib.parse import quote
 
 import httpx
+
+from runix import __version__
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 SETTLED = frozenset({"READY", "ERROR", "CANCELED"})
@@ -191,7 +194,7 @@ class RunixClient:
         self.token = token
         self.max_rate_limit_wait = max_rate_limit_wait
         self.on_rate_limit = on_rate_limit
-        headers = {"User-Agent": "runix-cli", "Accept": "application/json"}
+        headers = {"User-Agent": f"runix/{__version__}", "Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         # Plain-HTTP servers never use TLS, so skip loading the CA bundle (it costs start-up time).
@@ -284,7 +287,7 @@ class RunixClient:
         return self.request("GET", "/auth/tokens")
 
     def revoke_token(self, token_id: str) -> Token:
-        return self.request("DELETE", f"/auth/tokens/{token_id}")
+        return self.request("DELETE", f"/auth/tokens/{_q(token_id)}")
 
     def logout(self) -> None:
         """Revokes the token this client uses."""
@@ -299,17 +302,17 @@ class RunixClient:
 
     def get_project(self, project: str) -> Project:
         """By id or name."""
-        return self.request("GET", f"/projects/{project}")
+        return self.request("GET", f"/projects/{_q(project)}")
 
     def create_project(self, name: str, **settings: str | None) -> Project:
         """settings: framework, install_command, build_command, start_command, root_directory."""
         return self.request("POST", "/projects", json={"name": name, **_present(settings)})
 
     def update_project(self, project: str, **changes: str | None) -> Project:
-        return self.request("PATCH", f"/projects/{project}", json=_present(changes))
+        return self.request("PATCH", f"/projects/{_q(project)}", json=_present(changes))
 
     def delete_project(self, project: str) -> Project:
-        return self.request("DELETE", f"/projects/{project}")
+        return self.request("DELETE", f"/projects/{_q(project)}")
 
     # Deployments
     def create_deployment(self, project: str, source: IO[bytes], target: DeployTarget = "preview",
@@ -336,13 +339,13 @@ class RunixClient:
         return self._pages("/deployments", {"project": project, "status": status, "target": target}, limit)
 
     def get_deployment(self, deployment_id: str) -> Deployment:
-        return self.request("GET", f"/deployments/{deployment_id}")
+        return self.request("GET", f"/deployments/{_q(deployment_id)}")
 
     def deployment_events(self, deployment_id: str, since: int | None = None) -> list[DeploymentEvent]:
         """The build and runtime log so far, oldest first (only events after id `since`, when given)."""
         events: list[DeploymentEvent] = []
         while True:
-            batch = self.request("GET", f"/deployments/{deployment_id}/events",
+            batch = self.request("GET", f"/deployments/{_q(deployment_id)}/events",
                                  params=_present({"since": since, "limit": EVENTS_PAGE}))
             events.extend(batch)
             if len(batch) < EVENTS_PAGE:
@@ -362,7 +365,7 @@ class RunixClient:
             if last_id is not None:
                 headers["Last-Event-ID"] = last_id
             try:
-                with self.http.stream("GET", f"/deployments/{deployment_id}/events", params={"follow": "true"},
+                with self.http.stream("GET", f"/deployments/{_q(deployment_id)}/events", params={"follow": "true"},
                                       headers=headers, timeout=httpx.Timeout(30.0, read=None)) as response:
                     if not response.is_success:
                         response.read()
@@ -394,44 +397,44 @@ class RunixClient:
             time.sleep(poll)
 
     def cancel_deployment(self, deployment_id: str) -> Deployment:
-        return self.request("POST", f"/deployments/{deployment_id}/cancel")
+        return self.request("POST", f"/deployments/{_q(deployment_id)}/cancel")
 
     def promote_deployment(self, deployment_id: str) -> Deployment:
         """Makes a READY deployment the production one, without a rebuild (also how rollback works)."""
-        return self.request("POST", f"/deployments/{deployment_id}/promote")
+        return self.request("POST", f"/deployments/{_q(deployment_id)}/promote")
 
     def delete_deployment(self, deployment_id: str) -> Deployment:
-        return self.request("DELETE", f"/deployments/{deployment_id}")
+        return self.request("DELETE", f"/deployments/{_q(deployment_id)}")
 
     # Environment variables
     def list_env(self, project: str) -> list[EnvVar]:
-        return self.request("GET", f"/projects/{project}/env")
+        return self.request("GET", f"/projects/{_q(project)}/env")
 
     def add_env(self, project: str, key: str, value: str, targets: Iterable[EnvTarget] | None = None,
                 sensitive: bool = False) -> EnvVar:
         body: dict[str, Any] = {"key": key, "value": value, "type": "sensitive" if sensitive else "plain"}
         if targets:
             body["targets"] = list(targets)
-        return self.request("POST", f"/projects/{project}/env", json=body)
+        return self.request("POST", f"/projects/{_q(project)}/env", json=body)
 
     def update_env(self, project: str, env_id: str, **changes: Any) -> EnvVar:
-        return self.request("PATCH", f"/projects/{project}/env/{env_id}", json=_present(changes))
+        return self.request("PATCH", f"/projects/{_q(project)}/env/{_q(env_id)}", json=_present(changes))
 
     def remove_env(self, project: str, env_id: str) -> EnvVar:
-        return self.request("DELETE", f"/projects/{project}/env/{env_id}")
+        return self.request("DELETE", f"/projects/{_q(project)}/env/{_q(env_id)}")
 
     # Domains
     def list_domains(self, project: str) -> list[Domain]:
-        return self.request("GET", f"/projects/{project}/domains")
+        return self.request("GET", f"/projects/{_q(project)}/domains")
 
     def add_domain(self, project: str, name: str) -> Domain:
-        return self.request("POST", f"/projects/{project}/domains", json={"name": name})
+        return self.request("POST", f"/projects/{_q(project)}/domains", json={"name": name})
 
     def verify_domain(self, project: str, name: str) -> Domain:
-        return self.request("POST", f"/projects/{project}/domains/{name}/verify")
+        return self.request("POST", f"/projects/{_q(project)}/domains/{_q(name)}/verify")
 
     def remove_domain(self, project: str, name: str) -> Domain:
-        return self.request("DELETE", f"/projects/{project}/domains/{name}")
+        return self.request("DELETE", f"/projects/{_q(project)}/domains/{_q(name)}")
 
     # Billing
     def billing(self) -> Billing:
@@ -452,6 +455,11 @@ class EventStream:
 
     def __iter__(self) -> Iterator[DeploymentEvent]:
         return self.client._follow(self.deployment_id, self)
+
+
+def _q(segment: str) -> str:
+    """One path segment, escaped (a name can never reach another endpoint)."""
+    return quote(str(segment), safe="")
 
 
 def _present(values: dict[str, Any]) -> dict[str, Any]:
