@@ -49,6 +49,8 @@ def login(
         value, token_id = created["token"], created.get("id")
     path = credentials.save(url, value, token_id=token_id, email=address)
     output.success(f"Logged in as {address} on {url}. Token saved in {path}")
+    if os.environ.get("RUNIX_TOKEN"):
+        output.warn("RUNIX_TOKEN is set in this shell and overrides the saved token: unset it to use this login.")
 
 
 def _ask(label: str) -> str:
