@@ -589,9 +589,9 @@ def test_caddy_wakes_sleeping_apps_and_promotes_under_load_without_losing_reques
     def get(client: httpx.Client, url: str = "/?delay=0.005") -> httpx.Response:
         try:
             return client.get(url)
-        except httpx.RemoteProtocolError:
-            # Loading a config makes Caddy close its idle keep-alive connections; a GET that raced that never reached
-            # an app, and browsers send it again on a new connection (RFC 9112 9.3.1). So do we, and count it.
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            # Loading a config makes Caddy close its idle keep-alive connections; a GET that raced that on a reused
+            # connection never reached an app, and browsers send it again on a new one (RFC 9112 9.3.1). So do we.
             resent.append(url)
             return client.get(url)
 
@@ -615,3 +615,4 @@ def test_caddy_wakes_sleeping_apps_and_promotes_under_load_without_losing_reques
     assert len(statuses) > 50
     assert set(statuses) == {200}
     assert len(resent) < len(statuses) / 10, f"{len(resent)} of {len(statuses)} sent again"
+    print(f"through Caddy: {len(statuses)} requests, all 200; {len(resent)} sent again after a config load")
