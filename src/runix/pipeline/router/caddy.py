@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from runix.pipeline.router import Upstream, Waker, pages
-from runix.pipeline.router.embedded import EmbeddedRouter, _host_name
+from runix.pipeline.router.embedded import EmbeddedRouter, _host_name, run_standalone
 
 log = logging.getLogger("runix.router.caddy")
 
@@ -313,3 +313,7 @@ def _error_page() -> dict[str, Any]:
         "headers": {"Content-Type": ["text/html; charset=utf-8"], "Cache-Control": ["no-store"]},
         "body": body,
     }
+
+
+if __name__ == "__main__":  # python -m runix.pipeline.router.caddy --port 8080 --route blog.localhost=127.0.0.1:5000
+    run_standalone(CaddyRouter)

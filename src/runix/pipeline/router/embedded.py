@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import re
-from collections.abc import Mapping
+import signal
+from collections.abc import Callable, Mapping
 from time import monotonic
 
-from runix.pipeline.router import Upstream, Waker, pages
+from runix.pipeline.router import Router, Upstream, Waker, pages
 
 log = logging.getLogger("runix.router")
 
@@ -984,21 +984,26 @@ def _parse_route(text: str) -> tuple[str, Upstream]:
     return host.lower(), Upstream(ip, int(port))
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run the Runix router on its own (benchmarks, debugging).")
+def run_standalone(make: Callable[[str, int], Router], argv: list[str] | None = None) -> None:
+    """Serve fixed routes (each host is its own deployment) until SIGTERM or Ctrl-C: for benchmarks and debugging."""
+    parser = argparse.ArgumentParser(description="Run a Runix router on its own (benchmarks, debugging).")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--route", type=_parse_route, action="append", default=[], metavar="HOST=IP:PORT")
     args = parser.parse_args(argv)
 
     async def serve() -> None:
-        router = EmbeddedRouter(args.host, args.port)
+        router = make(args.host, args.port)
         router.set_routes({host: host for host, _ in args.route})
         for host, upstream in args.route:
             router.set_upstream(host, upstream)
         await router.start()
-        print(f"runix router listening on {args.host}:{router.port}", flush=True)
-        await asyncio.Event().wait()
+        print(f"runix router listening on {args.host}:{args.port}", flush=True)
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+        await stop.wait()
+        await router.stop()  # the Caddy backend has a process of its own to end
 
     try:
         import uvloop
@@ -1006,8 +1011,11 @@ def main(argv: list[str] | None = None) -> None:
         runner = asyncio.run
     else:
         runner = uvloop.run
-    with contextlib.suppress(KeyboardInterrupt):
-        runner(serve())
+    runner(serve())
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_standalone(EmbeddedRouter, argv)
 
 
 if __name__ == "__main__":
