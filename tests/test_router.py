@@ -616,3 +616,28 @@ def test_caddy_wakes_sleeping_apps_and_promotes_under_load_without_losing_reques
     assert set(statuses) == {200}
     assert len(resent) < len(statuses) / 10, f"{len(resent)} of {len(statuses)} sent again"
     print(f"through Caddy: {len(statuses)} requests, all 200; {len(resent)} sent again after a config load")
+
+
+def test_caddy_serves_https_with_certificates_it_makes_itself(
+    caddy_harness: Harness, caddy: Callable[..., CaddyRouter]
+) -> None:
+    h = caddy_harness
+    router = caddy(https_port=free_port())
+    h.call(router.set_routes, {HOST: "dpl_blue"})
+    h.call(router.set_upstream, "dpl_blue", upstream_of(h, "blue"))
+    assert h.run(router.drained("dpl_blue", 10))
+    url = f"https://127.0.0.1:{router.https_port}/"
+    with httpx.Client(verify=False, timeout=10) as client:  # Caddy's own CA: *.localhost has no public certificate
+        deadline = time.monotonic() + 15
+        while True:  # the certificate is issued in the background just after the config loads
+            try:
+                answer = client.get(url, headers={"Host": HOST}, extensions={"sni_hostname": HOST})
+                break
+            except httpx.ConnectError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert answer.status_code == 200 and answer.json()["name"] == "blue"
+        assert answer.json()["headers"]["x-forwarded-proto"] == "https"
+        redirect = client.get(f"http://127.0.0.1:{router.port}/", headers={"Host": HOST})
+        assert redirect.status_code in (301, 308) and redirect.headers["location"].startswith(f"https://{HOST}")

