@@ -59,7 +59,7 @@ def test_bad_keys_targets_and_types_are_400(account: Account) -> None:
                  {"key": "A", "value": 5}, {"key": "A"}, {"key": "A", "value": "x", "extra": True}):
         error(c.post(f"/projects/{p}/env", json=body), 400, "VALIDATION_ERROR")
     var = c.post(f"/projects/{p}/env", json={"key": "S", "value": "x", "type": "sensitive"}).json()
-    error(c.patch(f"/projects/{p}/env/{var['id']}", json={"type": "plain"}), 400, "BAD_REQUEST")
+    error(c.patch(f"/projects/{p}/env/{var['id']}", json={"type": "plain"}), 409, "CONFLICT")
 
 
 def test_sensitive_values_are_never_returned(account: Account) -> None:

@@ -1,4 +1,4 @@
-"""The API suites again, against a server on PostgreSQL (a fresh database per run, migrated by Alembic on start)."""
+"""The API suites (schemathesis too) again, on PostgreSQL: a fresh database per run, migrated by Alembic on start."""
 
 from __future__ import annotations
 
@@ -17,15 +17,17 @@ from tests import (
     test_api_errors,
     test_api_projects,
     test_api_restart,
+    test_schema,
 )
 from tests.api_support import run_sql
 from tests.dns_server import LoopbackDns, dns  # noqa: F401 - the fixture
 from tests.support import RunixServer, drop_postgres_database, fresh_postgres_database, running_server
+from tests.test_schema import token  # noqa: F401 - the schemathesis suite's fixture
 
 pytestmark = pytest.mark.postgres
 
 SUITES = (test_api_auth, test_api_projects, test_api_env, test_api_domains, test_api_billing, test_api_errors,
-          test_api_restart)
+          test_api_restart, test_schema)
 
 
 def _collect_suites() -> None:

@@ -3,13 +3,51 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+
+from runix.errors import ValidationFailed
+from runix.names import RESERVED_PROJECT_NAMES, domain_name
 
 EnvTarget = Literal["production", "preview", "development"]
 DeployTarget = Literal["production", "preview"]
 DeploymentStatus = Literal["QUEUED", "BUILDING", "DEPLOYING", "READY", "ERROR", "CANCELED"]
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
+# What `runix.names` and the env service accept, written as JSON Schema for the OpenAPI document, so that clients
+# (and schemathesis) know which values are valid before sending them. The services stay the judges.
+PROJECT_NAME_SCHEMA: dict[str, Any] = {
+    "pattern": r"^[A-Za-z0-9]+(-[A-Za-z0-9]+)*$", "maxLength": 48,
+    "not": {"type": "string", "pattern": "^(" + "|".join(_any_case(n) for n in sorted(RESERVED_PROJECT_NAMES)) + ")$"},
+}
+DOMAIN_NAME_SCHEMA: dict[str, Any] = {
+    "pattern": r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$",
+}
+ENV_KEY_SCHEMA: dict[str, Any] = {
+    "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$",
+    "not": {"anyOf": [{"const": "PORT"}, {"type": "string", "pattern": "^" + _any_case("runix_")}]},
+}
+
+
+def _email_address(value: str) -> str:
+    """A valid address, on any host name Runix accepts as a domain: reserved names such as corp.local or
+    example.test included, since a self-hosted team may well mail itself there."""
+    local, _, host = value.strip().rpartition("@")
+    try:
+        host = domain_name(host)
+        checked = validate_email(f"{local}@example.com", check_deliverability=False)
+    except (EmailNotValidError, ValidationFailed) as exc:
+        raise ValueError("value is not a valid email address") from exc
+    return f"{checked.local_part}@{host}"
+
+
+EmailAddress = Annotated[str, AfterValidator(_email_address), WithJsonSchema({"type": "string", "format": "email"})]
 
 
 class Strict(BaseModel):
@@ -34,7 +72,7 @@ class ErrorBody(BaseModel):
 
 # Auth and account
 class EmailSignIn(Strict):
-    email: EmailStr
+    email: EmailAddress
 
 
 class EmailSent(BaseModel):
@@ -42,7 +80,7 @@ class EmailSent(BaseModel):
 
 
 class EmailVerify(Strict):
-    email: EmailStr
+    email: EmailAddress
     code: str = Field(min_length=1, max_length=32)
 
 
@@ -92,11 +130,11 @@ class ProjectSettings(Strict):
 
 
 class ProjectCreate(ProjectSettings):
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=100, json_schema_extra=PROJECT_NAME_SCHEMA)
 
 
 class ProjectUpdate(ProjectSettings):
-    name: str | None = Field(None, min_length=1, max_length=100)
+    name: str | None = Field(None, min_length=1, max_length=100, json_schema_extra=PROJECT_NAME_SCHEMA)
 
 
 class ProjectPublic(BaseModel):
@@ -115,14 +153,14 @@ class ProjectPublic(BaseModel):
 
 # Environment variables
 class EnvVarCreate(Strict):
-    key: str = Field(min_length=1, max_length=256)
+    key: str = Field(min_length=1, max_length=256, json_schema_extra=ENV_KEY_SCHEMA)
     value: str = Field(max_length=65536)
     targets: list[EnvTarget] = Field(default_factory=lambda: ["production", "preview", "development"], min_length=1)
     type: Literal["plain", "sensitive"] = "plain"
 
 
 class EnvVarUpdate(Strict):
-    key: str | None = Field(None, min_length=1, max_length=256)
+    key: str | None = Field(None, min_length=1, max_length=256, json_schema_extra=ENV_KEY_SCHEMA)
     value: str | None = Field(None, max_length=65536)
     targets: list[EnvTarget] | None = Field(None, min_length=1)
     type: Literal["plain", "sensitive"] | None = None
@@ -140,7 +178,7 @@ class EnvVarPublic(BaseModel):
 
 # Domains
 class DomainCreate(Strict):
-    name: str = Field(min_length=1, max_length=253)
+    name: str = Field(min_length=1, max_length=253, json_schema_extra=DOMAIN_NAME_SCHEMA)
 
 
 class DomainVerification(BaseModel):

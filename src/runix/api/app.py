@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from runix import __version__
 from runix.api import errors
-from runix.api.middleware import BodyLimit, Metrics, RateLimitHeaders, Unexpected
+from runix.api.middleware import BodyLimit, Metrics, NulInPath, RateLimitHeaders, Unexpected
 from runix.api.routes import auth, billing, device, domains, env, github, platform, projects, user
 from runix.context import Runix
 from runix.logging import configure_logging
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, ctx: Runix | None = None, *, ru
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
                        upload_paths={"/deployments": settings.max_upload_bytes + 1024 * 1024})
+    app.add_middleware(NulInPath)
     app.add_middleware(Unexpected)
     app.add_middleware(Metrics, registry=app.state.metrics_registry)
     return app

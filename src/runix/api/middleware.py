@@ -83,6 +83,19 @@ async def _too_large(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class NulInPath:
+    """A path with a NUL character names nothing: 404, before any database is asked (PostgreSQL refuses NULs)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "\x00" in scope["path"]:
+            await error_response(404, "NOT_FOUND", "No resource has a NUL character in its name")(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 class Unexpected:
     """Answers an exception no handler took with a 500 in the error shape, and keeps the connection open.
 

@@ -31,7 +31,8 @@ def add(ctx: Runix, s: Session, account: Account, project_ref: str, raw_name: st
     project = projects.get(s, account, project_ref)
     name = names.domain_name(raw_name)
     if name == ctx.settings.apps_domain or name.endswith("." + ctx.settings.apps_domain):
-        raise BadRequest(f"{name} is under the platform's apps domain and is served already")
+        raise Conflict(f"{name} is under the platform's apps domain ({ctx.settings.apps_domain}): Runix serves it "
+                       "already, so it cannot be added as a custom domain")
     if s.scalar(select(Domain.id).where(Domain.name == name)):
         raise Conflict(f"The domain {name} is already in use")
     limit = get_plan(account.plan).domains_per_project

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from runix.context import Runix
 from runix.db.models import Account, EnvVar, Project
-from runix.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed
+from runix.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from runix.ids import new_id
 from runix.plans import get_plan
 from runix.schemas import EnvVarCreate, EnvVarPublic, EnvVarUpdate
@@ -73,7 +73,7 @@ def update(ctx: Runix, s: Session, account: Account, project_ref: str, env_id: s
     project, var = get(s, account, project_ref, env_id)
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
     if changes.get("type") == "plain" and var.type == "sensitive":
-        raise BadRequest("A sensitive variable cannot be made plain: delete it and add it again")
+        raise Conflict("A sensitive variable cannot be made plain: delete it and add it again")
     key = _check_key(changes.get("key", var.key))
     targets = _targets(changes.get("targets", var.targets))
     _check_no_overlap(s, project, key, targets, except_id=var.id)

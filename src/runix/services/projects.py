@@ -45,10 +45,15 @@ _PUBLIC_BY_NAME = _with_verified_domains(Project.name)
 def get(s: Session, account: Account, ref: str) -> Project:
     """A project of this account, by id (`prj_…`) or name. Another account's project is simply not found."""
     stmt = _BY_ID if ref.startswith("prj_") else _BY_NAME
-    project = s.scalars(stmt, {"account_id": account.id, "ref": ref}).first()
+    project = s.scalars(stmt, {"account_id": account.id, "ref": ref}).first() if _findable(ref) else None
     if project is None:
         raise NotFound(f"Project '{ref}' not found")
     return project
+
+
+def _findable(ref: str) -> bool:
+    """No project is named with a NUL (and PostgreSQL refuses one in a query): such a reference finds nothing."""
+    return "\x00" not in ref
 
 
 def count(s: Session, account: Account) -> int:
@@ -142,7 +147,7 @@ def _public(ctx: Runix, project: Any, project_urls: list[str]) -> ProjectPublic:
 def read_public(ctx: Runix, account: Account, ref: str) -> ProjectPublic:
     """`public(get(...))` in one raw read, for GET /projects/{project} (the API's most frequent call)."""
     stmt = _PUBLIC_BY_ID if ref.startswith("prj_") else _PUBLIC_BY_NAME
-    rows = ctx.db.raw.rows(stmt, {"account_id": account.id, "ref": ref})
+    rows = ctx.db.raw.rows(stmt, {"account_id": account.id, "ref": ref}) if _findable(ref) else []
     if not rows:
         raise NotFound(f"Project '{ref}' not found")
     project = SimpleNamespace(**rows[0])
