@@ -15,7 +15,7 @@ from runix.api.errors import AUTHED, responses
 from runix.api.routes.pages import Cursor, Limit, link_next
 from runix.errors import Conflict
 from runix.pipeline.events import Event, EventStore, LocalHub
-from runix.schemas import DeploymentEventPublic, DeploymentPublic, DeployTarget
+from runix.schemas import DeploymentEventPublic, DeploymentPublic, DeploymentStatus, DeployTarget
 from runix.services import deployments
 
 router = APIRouter(prefix="/deployments", tags=["deployments"], responses=AUTHED)
@@ -38,8 +38,8 @@ def create_deployment(
 def list_deployments(
     request: Request, response: Response, account: CurrentAccount, ctx: Ctx, db: Db,
     project: Annotated[str | None, Query(max_length=100, description="Project name or id")] = None,
-    status: Annotated[str | None, Query(max_length=20, description="QUEUED, BUILDING, ... ")] = None,
-    target: Annotated[str | None, Query(max_length=20, description="production or preview")] = None,
+    status: Annotated[DeploymentStatus | None, Query(description="QUEUED, BUILDING, ... ")] = None,
+    target: Annotated[DeployTarget | None, Query(description="production or preview")] = None,
     limit: Limit = 20, cursor: Cursor = None,
 ) -> list[DeploymentPublic]:
     """Your deployments, newest first."""
