@@ -261,6 +261,92 @@ def test_create_project_deploy_and_roll_back(alice: Alice) -> None:
     shoot(page, "project-rolled-back")
 
 
+def upload_through_the_form(page, archive: bytes, name: str = "static.tar.gz", target: str = "production") -> None:
+    page.set_input_files("#deploy-form input[name=source]",
+                         {"name": name, "mimeType": "application/gzip", "buffer": archive})
+    page.select_option("#deploy-form select[name=target]", target)
+    page.click("#deploy-form button[type=submit]")
+
+
+def test_deploy_by_uploading_an_archive_in_the_browser(alice: Alice, dash: RunixServer) -> None:
+    page = alice.page
+    page.goto("/dashboard/projects/shop")
+    shoot(page, "project-deploy-form")
+    # Not an archive: the same rule the API applies, said on the page, and nothing is deployed.
+    before = len(alice.api.get("/deployments", params={"project": "shop"}).json())
+    upload_through_the_form(page, b"just some notes, not a gzip file\n", name="notes.tar.gz")
+    page.wait_for_url(re.compile(r"/dashboard/projects/shop$"))
+    assert "gzip" in flash_text(page).lower()
+    assert len(alice.api.get("/deployments", params={"project": "shop"}).json()) == before
+    shoot(page, "project-deploy-refused")
+
+    upload_through_the_form(page, tar_folder(ROOT / "examples" / "static"), target="preview")
+    page.wait_for_url(re.compile(r"/dashboard/projects/shop/deployments/dpl_\w+$"))
+    deployment_id = urlsplit(page.url).path.rsplit("/", 1)[1]
+    assert "Uploaded static.tar.gz" in flash_text(page)
+    page.wait_for_selector("#deployment-status [data-status=READY]", timeout=60_000)
+    assert page.inner_text("#log").strip()
+    made = alice.api.get(f"/deployments/{deployment_id}").json()
+    assert made["status"] == "READY" and made["target"] == "preview" and not made["is_production"]
+    served = httpx.get(f"http://127.0.0.1:{dash.router_port}/", headers={"Host": urlsplit(made["url"]).netloc})
+    assert served.status_code == 200 and "Hello from Runix" in served.text
+    shoot(page, "deployment-uploaded")
+
+
+def test_delete_a_deployment_and_production_is_refused(alice: Alice) -> None:
+    page = alice.page
+    listed = alice.api.get("/deployments", params={"project": "shop"}).json()
+    production = alice.api.get("/projects/shop").json()["production_deployment_id"]
+    spare = next(d["id"] for d in listed if d["status"] == "READY" and d["id"] != production)
+    page.goto(f"/dashboard/projects/shop/deployments/{production}")
+    assert "serves production" in page.inner_text("#delete-deployment")
+    assert page.locator("#delete-deployment button").count() == 0
+
+    # The page was opened while the deployment was not production; meanwhile it is promoted: the delete is refused.
+    page.goto(f"/dashboard/projects/shop/deployments/{spare}")
+    assert alice.api.post(f"/deployments/{spare}/promote").status_code == 200
+    page.click("#delete-deployment summary")
+    shoot(page, "deployment-delete-confirm")
+    page.click("#delete-deployment button:has-text('Yes, delete')")
+    assert "production deployment" in flash_text(page)
+    assert alice.api.get(f"/deployments/{spare}").status_code == 200
+    shoot(page, "deployment-delete-refused")
+
+    # Back to the previous production; now the spare one goes, with its release and logs.
+    assert alice.api.post(f"/deployments/{production}/promote").status_code == 200
+    page.goto(f"/dashboard/projects/shop/deployments/{spare}")
+    page.click("#delete-deployment summary")
+    page.click("#delete-deployment button:has-text('Yes, delete')")
+    page.wait_for_url(re.compile(r"/dashboard/projects/shop$"))
+    assert f"Deleted deployment {spare}" in flash_text(page)
+    assert page.locator(f"#row-{spare}").count() == 0
+    assert alice.api.get(f"/deployments/{spare}").status_code == 404
+
+
+def test_deploy_limit_is_a_readable_message(browser, dash: RunixServer) -> None:
+    """A Hobby account that used its 5 deployments this hour (through the API, canceled at once) uploads once more in
+    the browser: the page says what the limit is and when it can deploy again."""
+    carol = dash.sign_in()
+    assert carol.client.post("/projects", json={"name": "busy"}).status_code == 201
+    archive = tar_folder(ROOT / "examples" / "static")
+    for _ in range(5):
+        r = carol.client.post("/deployments", data={"project": "busy", "target": "preview"},
+                              files={"source": ("app.tar.gz", archive, "application/gzip")})
+        assert r.status_code == 201, r.text
+        carol.client.post(f"/deployments/{r.json()['id']}/cancel")
+    context = browser.new_context(viewport=DESKTOP, base_url=dash.url)
+    context.add_cookies([{"name": "runix_session", "value": carol.token, "url": dash.url}])
+    page = context.new_page()
+    page.goto("/dashboard/projects/busy")
+    upload_through_the_form(page, archive)
+    page.wait_for_url(re.compile(r"/dashboard/projects/busy$"))
+    message = flash_text(page)
+    assert "Deploy limit reached" in message and "5 deployments per hour" in message and "minutes" in message
+    assert len(carol.client.get("/deployments").json()) == 5
+    shoot(page, "project-deploy-limit")
+    context.close()
+
+
 def test_env_vars_sensitive_values_are_masked(alice: Alice) -> None:
     page = alice.page
     page.goto("/dashboard/projects/shop/env")
@@ -458,20 +544,36 @@ def test_sign_out_revokes_the_session(alice: Alice, dash: RunixServer) -> None:
     assert urlsplit(page.url).path == "/dashboard/login"
 
 
+# API operations that are no person's action in a browser, so the dashboard need not offer them.
+NOT_USER_ACTIONS = {
+    "GET /healthz",  # liveness probe for load balancers and monitors
+    "GET /metrics",  # Prometheus scrape
+    "POST /auth/device",  # the CLI starts a device login; the person approves it (POST /auth/device/approve)
+    "POST /auth/device/token",  # the CLI polls for its token
+    "GET /auth/github",  # already browser steps: the sign-in page links here and GitHub returns to the callback
+    "GET /auth/github/callback",
+}
+
+
 def test_every_dashboard_action_has_an_api_endpoint(dash: RunixServer) -> None:
-    """Lists each form the dashboard offers with the API endpoint doing the same, and checks that endpoint exists;
-    every form the browser saw must be one of those actions."""
+    """Lists each thing the dashboard lets a person do with the API endpoint doing the same, and checks that endpoint
+    exists; every form the browser saw must be one of those actions; and every API operation a person uses (all but
+    NOT_USER_ACTIONS) must have a dashboard action."""
     paths = httpx.get(f"{dash.url}/openapi.json").json()["paths"]
+    operations = {f"{method.upper()} {path}" for path, ops in paths.items() for method in ops}
     table = []
     for a in ACTIONS:
-        method, path = a.api.split(" ", 1)
-        assert method.lower() in paths.get(path, {}), f"{a.method} {a.path} uses {a.api}, which the API lacks"
+        assert a.api in operations, f"{a.method} {a.path} uses {a.api}, which the API lacks"
         table.append(f"{a.method} {a.path} -> {a.api}")
     print("\n".join(table))
+    assert not NOT_USER_ACTIONS - operations, "the allow-list names an endpoint the API no longer has"
+    missing = operations - NOT_USER_ACTIONS - {a.api for a in ACTIONS}
+    assert not missing, f"API operations with no dashboard action: {sorted(missing)}"
     patterns = [(a.method, re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", a.path) + "$")) for a in ACTIONS]
     posts = {f for f in SEEN_FORMS if f[0] == "POST"}
-    assert len(posts) >= 12, posts  # the browser tests above opened pages with most of the forms
+    assert len(posts) >= 14, posts  # the browser tests above opened pages with most of the forms
     for method, path in posts:
         assert any(m == method and p.match(path) for m, p in patterns), f"form {method} {path} is no known action"
+    assert ("POST", "/dashboard/deployments") in posts
     # GET forms only navigate (the device page's code entry), they change nothing.
     assert {f for f in SEEN_FORMS if f[0] == "GET"} <= {("GET", "/dashboard/device")}

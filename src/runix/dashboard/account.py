@@ -89,7 +89,7 @@ def _tokens_page(c: Call, created: tuple[str, str] | None = None) -> Response:
                     current_id=c.token.id if c.token else None)
 
 
-@page("/tokens")
+@page("/tokens", api=("GET /auth/tokens", "GET /user"))
 def tokens_page(c: Call) -> Response:
     return _tokens_page(c)
 
@@ -121,7 +121,7 @@ METERS = [  # (usage key, limit key, label)
 ]
 
 
-@page("/billing")
+@page("/billing", api=("GET /billing",))
 def billing_page(c: Call) -> Response:
     summary = billing.summary(c.ctx, c.db, c.me)
     meters = []

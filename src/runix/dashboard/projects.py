@@ -3,16 +3,19 @@ settings."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from anyio import from_thread
 from fastapi.responses import Response
 from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 
 from runix.dashboard.web import Call, action, page, redirect
-from runix.db.models import Project
-from runix.errors import BadRequest, Conflict, NotFound, ValidationFailed
+from runix.db.models import Deployment, Project
+from runix.errors import BadRequest, Conflict, NotFound, RateLimited, ValidationFailed
 from runix.pipeline.events import Event, EventStore, LocalHub
+from runix.plans import get_plan
 from runix.schemas import EnvVarCreate, EnvVarUpdate, ProjectCreate, ProjectUpdate
 from runix.services import deployments, domains, env, projects
 
@@ -38,7 +41,7 @@ def _project_context(c: Call, tab: str) -> dict[str, Any]:
 # Projects -----------------------------------------------------------------------------------------------------------
 
 
-@page("")
+@page("", api=("GET /projects", "GET /deployments"))
 def projects_page(c: Call) -> Response:
     rows = projects.list_page(c.db, c.me, 100, None).items
     latest = _latest_deployments(c, rows)
@@ -69,10 +72,43 @@ def _settings_fields(c: Call) -> dict[str, str | None]:
 # Deployments --------------------------------------------------------------------------------------------------------
 
 
-@page("/projects/{name}")
+@page("/projects/{name}", api=("GET /projects/{project}", "GET /deployments"))
 def project_page(c: Call) -> Response:
     context = _project_context(c, "deployments")
-    return c.render("project_deployments.html", **context, **_deployments_context(c, context["project"]))
+    return c.render("project_deployments.html", **context, **_deployments_context(c, context["project"]),
+                    targets=deployments.TARGETS, max_upload_bytes=c.ctx.settings.max_upload_bytes,
+                    max_upload_label=_size(c.ctx.settings.max_upload_bytes))
+
+
+@action("/deployments", api="POST /deployments")
+def deploy_upload(c: Call) -> Response:
+    """The deploy form: the same fields as POST /deployments (project, target, source) and the same service, so the
+    same archive rules and plan limits apply."""
+    upload = c.form.get("source") if c.form is not None else None
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        raise ValidationFailed("Choose a .tar.gz archive of your app's folder to deploy")
+    try:
+        row = deployments.create(c.ctx, c.db, c.me, c.field("project"), c.field("target") or None, upload.file)
+    except RateLimited as exc:
+        raise RateLimited(_deploy_limit_message(c, exc.retry_after), retry_after=exc.retry_after) from exc
+    project = projects.get(c.db, c.me, row.project_id)
+    return redirect(c.request, f"/dashboard/projects/{project.name}/deployments/{row.id}",
+                    f"Uploaded {upload.filename} ({_size(row.source_bytes)}). Its {row.target} build has started: "
+                    "the log follows below.")
+
+
+def _deploy_limit_message(c: Call, retry_after: int) -> str:
+    plan = get_plan(c.me.plan)
+    wait = f"{math.ceil(retry_after / 60)} minutes" if retry_after >= 90 else f"{retry_after} seconds"
+    return (f"Deploy limit reached: the {plan.title} plan allows {plan.deploys_per_hour} deployments per hour. "
+            f"You can deploy again in about {wait}, or choose a larger plan on the Billing page.")
+
+
+def _size(n: int | None) -> str:
+    n = n or 0
+    if n < 1024:
+        return f"{n} bytes"
+    return f"{n / 1024:.0f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.3g} MiB"
 
 
 def _deployments_context(c: Call, project: Project) -> dict[str, Any]:
@@ -89,7 +125,8 @@ def deployments_table(c: Call) -> Response:
                     **_deployments_context(c, project))
 
 
-@page("/projects/{name}/deployments/{deployment_id}")
+@page("/projects/{name}/deployments/{deployment_id}",
+      api=("GET /deployments/{deployment_id}", "GET /deployments/{deployment_id}/events"))
 def deployment_page(c: Call) -> Response:
     context = _project_context(c, "deployments")
     deployment = _deployment_of(c, context["project"])
@@ -113,10 +150,15 @@ def deployment_live(c: Call) -> Response:
 
 
 def _deployment_of(c: Call, project: Project) -> Any:
+    return deployments.public(c.ctx, c.db, _deployment_row(c, project), project)
+
+
+def _deployment_row(c: Call, project: Project) -> Deployment:
+    """The deployment in the path, which must belong to the project in the path (a mismatched deep link is 404)."""
     row = deployments.get(c.db, c.me, c.params["deployment_id"])
     if row.project_id != project.id:
         raise NotFound(f"Deployment '{row.id}' not found in project {project.name}")
-    return deployments.public(c.ctx, c.db, row, project)
+    return row
 
 
 def _events(c: Call, deployment_id: str, after: int) -> list[Event]:
@@ -128,7 +170,7 @@ def _events(c: Call, deployment_id: str, after: int) -> list[Event]:
 @action("/projects/{name}/deployments/{deployment_id}/promote", api="POST /deployments/{deployment_id}/promote")
 def promote(c: Call) -> Response:
     project = projects.get(c.db, c.me, c.params["name"])
-    deployment = deployments.get(c.db, c.me, c.params["deployment_id"])
+    deployment = _deployment_row(c, project)
     if c.ctx.deployer is None:
         raise Conflict("The deploy pipeline is not running on this server")
     from_thread.run(c.ctx.deployer.promote, deployment.id)  # handlers run in a worker thread of the event loop
@@ -143,6 +185,14 @@ def cancel(c: Call) -> Response:
                     "Deployment canceled.")
 
 
+@action("/projects/{name}/deployments/{deployment_id}/delete", api="DELETE /deployments/{deployment_id}")
+def delete_deployment(c: Call) -> Response:
+    project = projects.get(c.db, c.me, c.params["name"])
+    deployment = deployments.delete(c.ctx, c.db, c.me, _deployment_row(c, project).id)
+    return redirect(c.request, f"/dashboard/projects/{project.name}",
+                    f"Deleted deployment {deployment.id} with its release and logs.")
+
+
 # Env vars -----------------------------------------------------------------------------------------------------------
 
 
@@ -151,7 +201,7 @@ def _targets(c: Call) -> list[str]:
     return [t for t in c.form.getlist("targets") if isinstance(t, str)]
 
 
-@page("/projects/{name}/env")
+@page("/projects/{name}/env", api=("GET /projects/{project}/env",))
 def env_page(c: Call) -> Response:
     context = _project_context(c, "env")
     _, rows = env.list_for(c.db, c.me, context["project"].id)
@@ -191,7 +241,7 @@ def delete_env(c: Call) -> Response:
 # Domains ------------------------------------------------------------------------------------------------------------
 
 
-@page("/projects/{name}/domains")
+@page("/projects/{name}/domains", api=("GET /projects/{project}/domains",))
 def domains_page(c: Call) -> Response:
     context = _project_context(c, "domains")
     rows = domains.list_for(c.db, c.me, context["project"].id)
@@ -221,7 +271,7 @@ def remove_domain(c: Call) -> Response:
 # Settings -----------------------------------------------------------------------------------------------------------
 
 
-@page("/projects/{name}/settings")
+@page("/projects/{name}/settings", api=("GET /projects/{project}",))
 def settings_page(c: Call) -> Response:
     context = _project_context(c, "settings")
     return c.render("project_settings.html", **context)

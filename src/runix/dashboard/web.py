@@ -37,7 +37,8 @@ router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
 @dataclass(frozen=True)
 class Action:
-    """A form the dashboard offers, and the API endpoint that does the same thing."""
+    """Something a person does in the dashboard (opens a page that shows data, or posts a form that changes it), and
+    the API endpoint that does the same thing."""
 
     method: str
     path: str
@@ -211,10 +212,14 @@ def viewer(request: Request, db: Session) -> tuple[Account, Token]:
 
 # Route decorators ---------------------------------------------------------------------------------------------------
 
-def page(path: str, *, signed_in: bool = True) -> Callable[[Callable[[Call], Response]], Callable[[Call], Response]]:
-    """A GET page. Failures show the error page with the reason (another account's project: 404)."""
+def page(path: str, *, api: tuple[str, ...] = (),
+         signed_in: bool = True) -> Callable[[Callable[[Call], Response]], Callable[[Call], Response]]:
+    """A GET page showing what the `api` reads show. Failures show the error page with the reason (another account's
+    project: 404)."""
 
     def register(handler: Callable[[Call], Response]) -> Callable[[Call], Response]:
+        ACTIONS.extend(Action("GET", router.prefix + path, read) for read in api)
+
         async def endpoint(request: Request) -> Response:
             return await _run(request, handler, signed_in, form=None, on_error=None)
 
