@@ -55,7 +55,7 @@ def migrate(url: str) -> None:
 class _Prepared:
     sql: str
     positional: tuple[str, ...] | None  # bind names in order for qmark-style drivers, None for named ones
-    compiled: Any
+    defaults: dict[str, Any]  # values bound in the statement itself (e.g. a LIMIT); the caller gives the rest
     names: tuple[str, ...]
     processors: tuple[Callable[[Any], Any] | None, ...]
 
@@ -83,7 +83,7 @@ class RawReads:
         prepared = _Prepared(
             sql=str(compiled),
             positional=tuple(compiled.positiontup or ()) if dialect.positional else None,
-            compiled=compiled,
+            defaults={name: bind.value for name, bind in compiled.binds.items() if bind.value is not None},
             names=tuple(col.key for col in stmt.selected_columns),
             processors=processors,
         )
@@ -103,7 +103,7 @@ class RawReads:
     def rows(self, stmt: Select, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Every row of `stmt` (a select kept for the process's life) as a dict keyed by column key."""
         prepared = self._prepared.get(id(stmt)) or self._prepare(stmt)
-        values = prepared.compiled.construct_params(params)
+        values = {**prepared.defaults, **params} if prepared.defaults else params
         args: Any = tuple(values[n] for n in prepared.positional) if prepared.positional is not None else values
         for attempt in (1, 2):
             conn = self._connection()

@@ -21,13 +21,19 @@ class Page(Generic[T]):
     next_cursor: str | None
 
 
-def page(s: Session, stmt: Select, id_column: InstrumentedAttribute, limit: int | None, cursor: str | None) -> Page:
+def checked_limit(limit: int | None, cursor: str | None) -> int:
+    """The page size to use; 400 for a size out of range or a cursor that cannot be an id."""
     limit = DEFAULT_LIMIT if limit is None else limit
     if not 1 <= limit <= MAX_LIMIT:
         raise ValidationFailed(f"limit must be between 1 and {MAX_LIMIT}", details=[{"field": "limit"}])
+    if cursor and (len(cursor) > 64 or "\x00" in cursor):
+        raise ValidationFailed("cursor is not valid", details=[{"field": "cursor"}])
+    return limit
+
+
+def page(s: Session, stmt: Select, id_column: InstrumentedAttribute, limit: int | None, cursor: str | None) -> Page:
+    limit = checked_limit(limit, cursor)
     if cursor:
-        if len(cursor) > 64:
-            raise ValidationFailed("cursor is not valid", details=[{"field": "cursor"}])
         stmt = stmt.where(id_column < cursor)
     rows = list(s.scalars(stmt.order_by(id_column.desc()).limit(limit + 1)))
     more = len(rows) > limit

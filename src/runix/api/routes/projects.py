@@ -20,12 +20,12 @@ def create_project(body: ProjectCreate, account: CurrentAccount, ctx: Ctx, db: D
 
 
 @router.get("", response_model=list[ProjectPublic])
-def list_projects(request: Request, response: Response, account: CurrentAccount, ctx: Ctx, db: Db,
-                  limit: Limit = 20, cursor: Cursor = None) -> list[ProjectPublic]:
+async def list_projects(request: Request, response: Response, account: CurrentAccount, ctx: Ctx,
+                        limit: Limit = 20, cursor: Cursor = None) -> list[ProjectPublic]:
     """Your projects, newest first."""
-    page = projects.list_page(db, account, limit, cursor)
+    page = projects.list_public(ctx, account, limit, cursor)
     link_next(request, response, page.next_cursor)
-    return [projects.public(ctx, db, p) for p in page.items]
+    return page.items
 
 
 @router.get("/{project}", response_model=ProjectPublic)
