@@ -91,22 +91,23 @@ class CaddyRouter:
         self.admin_socket.unlink(missing_ok=True)
         config_file = self._state_dir / "caddy.json"
         config_file.write_text(json.dumps(self._config()))
-        self._process = await asyncio.create_subprocess_exec(
-            self._caddy,
-            "run",
-            "--config",
-            str(config_file),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=open(self._state_dir / "caddy.log", "ab"),  # noqa: SIM115 - the child keeps it
-            env={
-                **os.environ,
-                "HOME": str(self._state_dir),
-                "XDG_DATA_HOME": str(self._state_dir / "data"),
-                "XDG_CONFIG_HOME": str(self._state_dir / "config"),
-            },
-            start_new_session=True,
-        )
+        with open(self._state_dir / "caddy.log", "ab") as caddy_log:  # the child keeps its own copy
+            self._process = await asyncio.create_subprocess_exec(
+                self._caddy,
+                "run",
+                "--config",
+                str(config_file),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=caddy_log,
+                env={
+                    **os.environ,
+                    "HOME": str(self._state_dir),
+                    "XDG_DATA_HOME": str(self._state_dir / "data"),
+                    "XDG_CONFIG_HOME": str(self._state_dir / "config"),
+                },
+                start_new_session=True,
+            )
         self._admin = httpx.AsyncClient(
             transport=httpx.AsyncHTTPTransport(uds=str(self.admin_socket)), base_url="http://caddy", timeout=60
         )
