@@ -61,8 +61,10 @@ def make_router(
     waker: Waker | None = None,
     wake_timeout: float = 60.0,
     state_dir: Path | None = None,
+    https_port: int | None = None,
 ) -> Router:
-    """The router the `router` setting names: "embedded" (default) or "caddy" (its files go to `state_dir`)."""
+    """The router the `router` setting names: "embedded" (default) or "caddy" (its files go to `state_dir`; with
+    `https_port` it also serves HTTPS with certificates it obtains itself)."""
     if kind == "embedded":
         from runix.pipeline.router.embedded import EmbeddedRouter
 
@@ -70,7 +72,9 @@ def make_router(
     if kind == "caddy":
         from runix.pipeline.router.caddy import CaddyRouter
 
-        return CaddyRouter(host, port, waker=waker, wake_timeout=wake_timeout, state_dir=state_dir)
+        return CaddyRouter(
+            host, port, waker=waker, wake_timeout=wake_timeout, state_dir=state_dir, https_port=https_port
+        )
     raise ValueError(f"unknown router {kind!r}: expected embedded or caddy")
 
 
