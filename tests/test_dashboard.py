@@ -292,6 +292,21 @@ def test_deploy_by_uploading_an_archive_in_the_browser(alice: Alice, dash: Runix
     assert served.status_code == 200 and "Hello from Runix" in served.text
     shoot(page, "deployment-uploaded")
 
+    # The list filters like GET /deployments (status, target) and pages back with its cursor.
+    page.goto("/dashboard/projects/shop")
+    page.select_option("#deployment-filters select[name=target]", "preview")
+    page.click("#deployment-filters button")
+    page.wait_for_url(re.compile(r"target=preview"))
+    shown = page.eval_on_selector_all("#deployments tbody tr", "rows => rows.map(r => r.id)")
+    assert shown == [f"row-{deployment_id}"]
+    page.goto(f"/dashboard/projects/shop?cursor={deployment_id}")
+    shown = page.eval_on_selector_all("#deployments tbody tr", "rows => rows.map(r => r.id)")
+    assert shown and f"row-{deployment_id}" not in shown
+    response = page.goto("/dashboard/projects/shop?status=SLEEPY")
+    assert response is not None and response.status == 400
+    assert "status must be one of" in page.inner_text("#error-message")
+    assert page.inner_text(".who") == alice.email  # an error page keeps the navigation of the signed-in person
+
 
 def test_delete_a_deployment_and_production_is_refused(alice: Alice) -> None:
     page = alice.page
@@ -575,5 +590,6 @@ def test_every_dashboard_action_has_an_api_endpoint(dash: RunixServer) -> None:
     for method, path in posts:
         assert any(m == method and p.match(path) for m, p in patterns), f"form {method} {path} is no known action"
     assert ("POST", "/dashboard/deployments") in posts
-    # GET forms only navigate (the device page's code entry), they change nothing.
-    assert {f for f in SEEN_FORMS if f[0] == "GET"} <= {("GET", "/dashboard/device")}
+    # GET forms only navigate: the device page's code entry, or a page's filters.
+    for method, path in {f for f in SEEN_FORMS if f[0] == "GET"} - {("GET", "/dashboard/device")}:
+        assert any(m == method and p.match(path) for m, p in patterns), f"form {method} {path} is no known page"

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from urllib.parse import urlencode
 
 from anyio import from_thread
 from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from runix.dashboard.web import Call, action, page, redirect
+from runix.dashboard.web import Call, action, filesize, page, redirect
 from runix.db.models import Deployment, Project
 from runix.errors import BadRequest, Conflict, NotFound, RateLimited, ValidationFailed
 from runix.pipeline.events import Event, EventStore, LocalHub
@@ -20,6 +21,7 @@ from runix.schemas import EnvVarCreate, EnvVarUpdate, ProjectCreate, ProjectUpda
 from runix.services import deployments, domains, env, projects
 
 ACTIVE = ("QUEUED", "BUILDING", "DEPLOYING")
+DEPLOYMENTS_PER_PAGE = 50
 LOG_LINES_PER_POLL = 2000
 
 
@@ -76,8 +78,8 @@ def _settings_fields(c: Call) -> dict[str, str | None]:
 def project_page(c: Call) -> Response:
     context = _project_context(c, "deployments")
     return c.render("project_deployments.html", **context, **_deployments_context(c, context["project"]),
-                    targets=deployments.TARGETS, max_upload_bytes=c.ctx.settings.max_upload_bytes,
-                    max_upload_label=_size(c.ctx.settings.max_upload_bytes))
+                    max_upload_bytes=c.ctx.settings.max_upload_bytes,
+                    max_upload_label=filesize(c.ctx.settings.max_upload_bytes))
 
 
 @action("/deployments", api="POST /deployments")
@@ -91,9 +93,11 @@ def deploy_upload(c: Call) -> Response:
         row = deployments.create(c.ctx, c.db, c.me, c.field("project"), c.field("target") or None, upload.file)
     except RateLimited as exc:
         raise RateLimited(_deploy_limit_message(c, exc.retry_after), retry_after=exc.retry_after) from exc
+    except BadRequest as exc:  # the archive broke a rule: say which file, then the rule as the API words it
+        raise BadRequest(f"{upload.filename} was not deployed. {exc.message}") from exc
     project = projects.get(c.db, c.me, row.project_id)
     return redirect(c.request, f"/dashboard/projects/{project.name}/deployments/{row.id}",
-                    f"Uploaded {upload.filename} ({_size(row.source_bytes)}). Its {row.target} build has started: "
+                    f"Uploaded {upload.filename} ({filesize(row.source_bytes)}). Its {row.target} build has started: "
                     "the log follows below.")
 
 
@@ -104,17 +108,18 @@ def _deploy_limit_message(c: Call, retry_after: int) -> str:
             f"You can deploy again in about {wait}, or choose a larger plan on the Billing page.")
 
 
-def _size(n: int | None) -> str:
-    n = n or 0
-    if n < 1024:
-        return f"{n} bytes"
-    return f"{n / 1024:.0f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.3g} MiB"
-
-
 def _deployments_context(c: Call, project: Project) -> dict[str, Any]:
-    items = deployments.list_page(c.db, c.me, project.id, None, None, 50, None).items
-    rows = deployments.public_list(c.ctx, c.db, items)
-    return {"deployments": rows, "live": any(d.status in ACTIVE for d in rows)}
+    """A page of the project's deployments, filtered like GET /deployments by the query's status and target, older
+    pages reached with its cursor (the service checks all three: a bad value is a 400 page)."""
+    query = {k: c.request.query_params.get(k, "")[:64] for k in ("status", "target", "cursor")}
+    found = deployments.list_page(c.db, c.me, project.id, query["status"] or None, query["target"] or None,
+                                  DEPLOYMENTS_PER_PAGE, query["cursor"] or None)
+    rows = deployments.public_list(c.ctx, c.db, found.items)
+    filters = {k: v for k, v in query.items() if v and k != "cursor"}
+    return {"deployments": rows, "live": any(d.status in ACTIVE for d in rows), "filters": filters,
+            "statuses": deployments.STATUSES, "targets": deployments.TARGETS,
+            "query": urlencode({k: v for k, v in query.items() if v}),
+            "older": urlencode(filters | {"cursor": found.next_cursor}) if found.next_cursor else None}
 
 
 @page("/projects/{name}/deployments-table")

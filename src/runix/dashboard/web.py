@@ -35,6 +35,17 @@ templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
 
+def filesize(n: int | None) -> str:
+    """A size as people read it: 456 bytes, 12 KiB, 1.5 MiB."""
+    n = n or 0
+    if n < 1024:
+        return f"{n} bytes"
+    return f"{n / 1024:.0f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.3g} MiB"
+
+
+templates.env.filters["filesize"] = filesize
+
+
 @dataclass(frozen=True)
 class Action:
     """Something a person does in the dashboard (opens a page that shows data, or posts a form that changes it), and
@@ -189,9 +200,14 @@ def back(request: Request, fallback: str, message: str, kind: str = "error") -> 
     return redirect(request, target, message, kind)
 
 
-def error_page(request: Request, status: int, message: str, title: str = "Something went wrong") -> HTMLResponse:
+ERROR_TITLES = {404: "Not found", 403: "Not allowed", 429: "Slow down"}
+
+
+def error_page(request: Request, status: int, message: str, title: str | None = None,
+               account: Account | None = None) -> HTMLResponse:
+    """The page a failed GET shows; with the viewer known, the page keeps its navigation."""
     return render(request, "error.html", status=status if status in (400, 401, 403, 404, 409, 429) else 400,
-                  title=title, message=message)
+                  title=title or ERROR_TITLES.get(status, "Something went wrong"), message=message, account=account)
 
 
 # The viewer ---------------------------------------------------------------------------------------------------------
@@ -264,7 +280,12 @@ async def _run(request: Request, handler: Callable[[Call], Response], signed_in:
             elif request.cookies.get(SESSION_COOKIE):
                 with contextlib.suppress(SignInRequired):
                     c.account, c.token = viewer(request, db)
-            return handler(c)
+            try:
+                return handler(c)
+            except RunixError as exc:
+                if on_error is not None:
+                    raise
+                return error_page(request, exc.status, exc.message, account=c.account)
 
     try:
         return await run_in_threadpool(call)
@@ -280,6 +301,5 @@ async def _run(request: Request, handler: Callable[[Call], Response], signed_in:
         return response
     except RunixError as exc:
         if on_error is None:
-            titles = {404: "Not found", 403: "Not allowed", 429: "Slow down"}
-            return error_page(request, exc.status, exc.message, titles.get(exc.status, "Something went wrong"))
+            return error_page(request, exc.status, exc.message)
         return back(request, on_error, exc.message)
