@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -71,6 +72,21 @@ def test_five_wrong_codes_then_429_even_for_the_right_one(server: RunixServer) -
     assert int(r.headers["Retry-After"]) >= 1
     # A new code starts a new count.
     assert verify(server, email, request_code(server, email)).status_code == 200
+
+
+def test_concurrent_guesses_get_five_tries_and_a_code_signs_in_once(server: RunixServer) -> None:
+    email = new_email()
+    code = request_code(server, email)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    with ThreadPoolExecutor(10) as pool:
+        statuses = sorted(pool.map(lambda _: verify(server, email, wrong).status_code, range(20)))
+    assert statuses == [401] * 5 + [429] * 15
+
+    email = new_email()
+    code = request_code(server, email)
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(lambda _: verify(server, email, code).status_code, range(8)))
+    assert statuses == [200] + [401] * 7
 
 
 def test_a_code_expires_after_ten_minutes(server: RunixServer) -> None:

@@ -96,7 +96,9 @@ def test_accounts_cannot_see_or_touch_each_others_projects(server: RunixServer) 
     bob.client.post("/projects", json={"name": "mine"})
     assert [p["name"] for p in bob.client.get("/projects").json()] == ["mine"]
     for ref in ("secret", project["id"]):
-        error(bob.client.get(f"/projects/{ref}"), 404, "NOT_FOUND")
+        r = bob.client.get(f"/projects/{ref}")
+        error(r, 404, "NOT_FOUND")
+        assert all(h in r.headers for h in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"))
         error(bob.client.patch(f"/projects/{ref}", json={"framework": "evil"}), 404, "NOT_FOUND")
         error(bob.client.delete(f"/projects/{ref}"), 404, "NOT_FOUND")
         error(bob.client.get(f"/projects/{ref}/env"), 404, "NOT_FOUND")

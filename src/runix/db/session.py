@@ -66,6 +66,7 @@ class RawReads:
     A statement is written with SQLAlchemy once and compiled once per dialect; each thread keeps one autocommit
     connection, so a read costs the query and little else (the ORM and a pool checkout cost several times more
     than the query on SQLite). Autocommit means every read sees the latest commit: a revoked token fails at once.
+    Meant for the event loop (async routes and dependencies): each thread that reads holds a pooled connection.
     """
 
     def __init__(self, engine: Engine):

@@ -29,6 +29,7 @@ CODE_TTL = timedelta(minutes=10)
 CODE_MAX_TRIES = 5
 SESSION_TTL = timedelta(days=30)
 CODES_PER_HOUR_PER_EMAIL = 10
+_WRONG_CODE = "That code is wrong or has expired. Ask for a new one with POST /auth/email."
 
 
 def _normalise_email(email: str) -> str:
@@ -66,28 +67,43 @@ def verify_code(ctx: Runix, s: Session, email: str, code: str) -> tuple[Account,
     ).first()
     now = utcnow()
     if login is None or login.expires_at <= now:
-        raise Unauthorized("That code is wrong or has expired. Ask for a new one with POST /auth/email.")
-    if login.attempts >= CODE_MAX_TRIES:
+        raise Unauthorized(_WRONG_CODE)
+    # Count the try before judging it, in one statement, so concurrent guesses cannot share a try.
+    counted = s.execute(update(LoginCode).where(LoginCode.id == login.id, LoginCode.consumed_at.is_(None),
+                                                LoginCode.attempts < CODE_MAX_TRIES)
+                        .values(attempts=LoginCode.attempts + 1)).rowcount
+    s.commit()
+    if not counted:
+        s.refresh(login)
+        if login.consumed_at is not None:
+            raise Unauthorized(_WRONG_CODE)
         raise RateLimited("Too many wrong codes. Ask for a new one with POST /auth/email.",
                           retry_after=max(1, int((login.expires_at - now).total_seconds())))
     if not hmac.compare_digest(login.code_hash, ctx.vault.keyed_hash(code.strip())):
-        login.attempts += 1
-        s.commit()
-        raise Unauthorized("That code is wrong or has expired. Ask for a new one with POST /auth/email.")
-    login.consumed_at = now
+        raise Unauthorized(_WRONG_CODE)
+    if not _consume(s, login, now):
+        raise Unauthorized(_WRONG_CODE)
     account = account_for_email(s, email)
     value, token = issue_token(s, account, "session", "Email sign-in")
     s.commit()
     return account, value, token
 
 
+def _consume(s: Session, login: LoginCode, now: datetime) -> bool:
+    """Marks the code used; False when it already was, even by a request at the same moment."""
+    done = s.execute(update(LoginCode).where(LoginCode.id == login.id, LoginCode.consumed_at.is_(None))
+                     .values(consumed_at=now)).rowcount
+    if not done:
+        s.rollback()
+    return bool(done)
+
+
 def verify_link(ctx: Runix, s: Session, link_token: str) -> tuple[Account, str, Token]:
     """Signs in with the link from the sign-in mail (the dashboard's route)."""
     login = s.scalars(select(LoginCode).where(LoginCode.link_hash == ctx.vault.keyed_hash(link_token))).first()
     now = utcnow()
-    if login is None or login.consumed_at is not None or login.expires_at <= now:
+    if login is None or login.expires_at <= now or not _consume(s, login, now):
         raise Unauthorized("That sign-in link is wrong, used or expired. Ask for a new one.")
-    login.consumed_at = now
     account = account_for_email(s, login.email)
     value, token = issue_token(s, account, "session", "Email link sign-in")
     s.commit()
