@@ -239,10 +239,13 @@ def test_a_request_for_a_sleeping_app_wakes_it_once_and_is_held_until_it_answers
     router = make_router(waker=waker)
     harness.call(router.set_routes, {HOST: "dpl_sleeper"})
     try:
+        data = payload(1_000_000)
         with client_for(router) as client, ThreadPoolExecutor(5) as pool:
-            answers = list(pool.map(lambda _: client.get("/"), range(5)))
-        assert [a.status_code for a in answers] == [200] * 5
+            upload = pool.submit(client.post, "/upload", content=data)  # its body waits with it
+            answers = list(pool.map(lambda _: client.get("/"), range(4)))
+        assert [a.status_code for a in answers] == [200] * 4
         assert {a.json()["name"] for a in answers} == {"sleeper"}
+        assert upload.result().json()["sha256"] == hashlib.sha256(data).hexdigest()
         assert wakes == ["dpl_sleeper"]
         assert harness.call(router.last_request_at, "dpl_sleeper") is not None
     finally:
