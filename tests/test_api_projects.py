@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 
 from tests.api_support import error
@@ -62,6 +64,20 @@ def test_duplicate_names_conflict_within_an_account_only(server: RunixServer, ac
     r = other.client.post("/projects", json={"name": "dup"})
     assert r.status_code == 201
     assert r.json()["urls"][0] != account.client.get("/projects/dup").json()["urls"][0]
+
+
+def test_concurrent_creates_of_one_name(server: RunixServer) -> None:
+    """In one account exactly one wins (409 for the rest); across accounts each gets it, on its own host."""
+    mine = server.sign_in()
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(lambda _: mine.client.post("/projects", json={"name": "race"}).status_code,
+                                   range(8)))
+    assert statuses == [201] + [409] * 7
+    others = [server.sign_in() for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        created = list(pool.map(lambda a: a.client.post("/projects", json={"name": "crowd"}), others))
+    assert [r.status_code for r in created] == [201] * 4
+    assert len({r.json()["urls"][0] for r in created}) == 4
 
 
 def test_names_must_be_dns_labels(account: Account) -> None:

@@ -89,17 +89,20 @@ def create(ctx: Runix, s: Session, account: Account, body: ProjectCreate) -> Pro
     limit = get_plan(account.plan).projects
     if limit is not None and count(s, account) >= limit:
         raise Forbidden(f"Your {account.plan} plan allows {limit} projects. Delete one or change plan (GET /billing).")
-    if s.scalar(select(Project.id).where(Project.account_id == account.id, Project.name == name)):
-        raise Conflict(f"You already have a project named '{name}'")
-    project = Project(id=new_id("prj"), account_id=account.id, name=name, slug=_free_slug(s, name),
-                      **{f: _clean(getattr(body, f)) for f in SETTINGS_FIELDS})
-    s.add(project)
-    try:
-        s.commit()
-    except IntegrityError as exc:  # a concurrent create of the same name
-        s.rollback()
-        raise Conflict(f"You already have a project named '{name}'") from exc
-    return project
+    settings = {f: _clean(getattr(body, f)) for f in SETTINGS_FIELDS}
+    for _ in range(3):
+        if s.scalar(select(Project.id).where(Project.account_id == account.id, Project.name == name)):
+            raise Conflict(f"You already have a project named '{name}'")
+        project = Project(id=new_id("prj"), account_id=account.id, name=name, slug=_free_slug(s, name), **settings)
+        s.add(project)
+        try:
+            s.commit()
+            return project
+        except IntegrityError:
+            # A concurrent create took this name in the account (the next check says 409) or, in another account,
+            # the same host label (the next try picks another).
+            s.rollback()
+    raise Conflict(f"Could not create the project '{name}' while others were being created; try again")
 
 
 def _clean(value: str | None) -> str | None:
@@ -123,7 +126,11 @@ def update(ctx: Runix, s: Session, account: Account, ref: str, body: ProjectUpda
     changes.pop("name", None)
     for field, value in changes.items():
         setattr(project, field, _clean(value))
-    s.commit()
+    try:
+        s.commit()
+    except IntegrityError as exc:  # a concurrent rename to the same name
+        s.rollback()
+        raise Conflict(f"You already have a project named '{project.name}'") from exc
     return project
 
 
