@@ -36,6 +36,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
+MAX_UPLOAD = 2 * 1024 * 1024  # small, so that the tests can upload past it
 SEEN_FORMS: set[tuple[str, str]] = set()  # (method, path) of every form on every page the tests opened
 
 
@@ -55,6 +56,7 @@ def dns() -> Iterator[LoopbackDns]:
 @pytest.fixture(scope="module")
 def dash(tmp_path_factory: pytest.TempPathFactory, github: FakeGitHub, dns: LoopbackDns) -> Iterator[RunixServer]:
     with running_server(tmp_path_factory.mktemp("dashboard"), RUNIX_RATE_LIMIT_PER_MINUTE="100000",
+                        RUNIX_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
                         RUNIX_HEALTH_TIMEOUT="30", RUNIX_DEVICE_POLL_INTERVAL="1", RUNIX_DNS_RESOLVER=dns.address,
                         **github.env()) as server:
         yield server
@@ -279,6 +281,15 @@ def test_deploy_by_uploading_an_archive_in_the_browser(alice: Alice, dash: Runix
     assert "gzip" in flash_text(page).lower()
     assert len(alice.api.get("/deployments", params={"project": "shop"}).json()) == before
     shoot(page, "project-deploy-refused")
+    # Larger than a JSON body may be (1 MiB) but within the upload limit: it reaches the archive check.
+    upload_through_the_form(page, os.urandom(MAX_UPLOAD // 2 + 300_000), name="big.tar.gz")
+    page.wait_for_url(re.compile(r"/dashboard/projects/shop$"))
+    assert "big.tar.gz was not deployed" in flash_text(page) and "gzip" in flash_text(page)
+    # Past the upload limit: the page says so before sending it.
+    upload_through_the_form(page, os.urandom(MAX_UPLOAD + 1), name="huge.tar.gz")
+    assert "the largest archive accepted is 2 MiB" in page.inner_text("#deploy-problem")
+    assert urlsplit(page.url).path == "/dashboard/projects/shop"
+    assert len(alice.api.get("/deployments", params={"project": "shop"}).json()) == before
 
     upload_through_the_form(page, tar_folder(ROOT / "examples" / "static"), target="preview")
     page.wait_for_url(re.compile(r"/dashboard/projects/shop/deployments/dpl_\w+$"))
