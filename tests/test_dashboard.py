@@ -436,9 +436,12 @@ def test_settings_change_build_commands(alice: Alice) -> None:
     page = alice.page
     page.goto("/dashboard/projects/shop/settings")
     page.fill("input[name=build_command]", "echo built")
+    page.select_option("select[name=framework]", "static")
     page.click("text=Save settings")
     assert "Settings saved" in flash_text(page)
-    assert alice.api.get("/projects/shop").json()["build_command"] == "echo built"
+    saved = alice.api.get("/projects/shop").json()
+    assert saved["build_command"] == "echo built" and saved["framework"] == "static"
+    assert page.input_value("select[name=framework]") == "static"
     shoot(page, "project-settings")
 
 

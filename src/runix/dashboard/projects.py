@@ -15,6 +15,7 @@ from starlette.datastructures import UploadFile
 from runix.dashboard.web import Call, action, filesize, page, redirect
 from runix.db.models import Deployment, Project
 from runix.errors import BadRequest, Conflict, NotFound, RateLimited, ValidationFailed
+from runix.pipeline.build import FRAMEWORKS
 from runix.pipeline.events import Event, EventStore, LocalHub
 from runix.plans import get_plan
 from runix.schemas import EnvVarCreate, EnvVarUpdate, ProjectCreate, ProjectUpdate
@@ -279,7 +280,9 @@ def remove_domain(c: Call) -> Response:
 @page("/projects/{name}/settings", api=("GET /projects/{project}",))
 def settings_page(c: Call) -> Response:
     context = _project_context(c, "settings")
-    return c.render("project_settings.html", **context)
+    current = context["project"].framework
+    frameworks = sorted(FRAMEWORKS) + ([current] if current and current not in FRAMEWORKS else [])
+    return c.render("project_settings.html", **context, frameworks=frameworks)
 
 
 @action("/projects/{name}/settings", api="PATCH /projects/{project}")
