@@ -1,22 +1,24 @@
-"""`runix deploy` of examples/static from a clean shell, against the same deployment made directly through the API.
+"""`runix deploy` of examples/static from a clean shell, against the same deployment made with curl from a shell.
 
-Both sides deploy the same folder to production on the same server in the same run, interleaved, until the app
-answers through the router:
-- CLI: a fresh `runix deploy --prod` subprocess (new config dir, token from RUNIX_TOKEN), timed from spawn until it
-  has printed the URL and the URL answers 200.
-- API: in this (already warm) process with httpx: tar the folder, POST /deployments, poll GET /deployments/{id}
-  every 50 ms until READY, GET the URL through the router.
-- The same API steps as a script run in a fresh Python process (what doing it by hand from a shell costs).
+Each side deploys a copy of examples/static to production on the same server, in the same run, and is timed from
+spawn until it exits with the app answering through the router:
+- CLI shell: `url=$(runix deploy --prod DIR) && curl -sf "$url"`, in a fresh bash with a fresh config dir
+  (token from RUNIX_TOKEN; the folder was linked to its project by a first deploy, as after any first deploy).
+- curl shell (the baseline): `tar -czf` the folder, `curl -F` it to POST /deployments, `curl -N` the deployment's
+  `events?follow=true` stream until its `end` event says READY, then `curl` the URL.
+- httpx in this warm process (secondary): the same steps with no process start-up at all.
 
-Prints the medians and the ratios (target: CLI under 1.3x the API in this process).
+Rounds are interleaved (the order rotates each round); prints the median times and, for each pair, the median of
+the per-round ratios. Target: CLI shell / curl shell under 1.3x.
 
-    .venv/bin/python bench/cli_deploy.py [--runs 7]
+    .venv/bin/python bench/cli_deploy.py [--runs 9]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import shutil
 import statistics
@@ -25,6 +27,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,80 +38,52 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support import RUNIX, running_server  # noqa: E402
 
-POLL_SECONDS = 0.05
+CLI_SHELL = """set -euo pipefail
+url=$("$RUNIX" deploy --prod "$FOLDER")
+curl -sfS -o /dev/null "$url"
+"""
 
-
-def fetch_through_router(router: httpx.Client, url: str) -> None:
-    host = urlsplit(url).hostname
-    response = router.get("/", headers={"Host": host})
-    assert response.status_code == 200, (url, response.status_code, response.text[:200])
-
-
-def deploy_through_api(api: httpx.Client, router: httpx.Client, folder: Path, project: str) -> float:
-    started = time.perf_counter()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for path in sorted(folder.rglob("*")):
-            if ".runix" not in path.relative_to(folder).parts:
-                tar.add(path, arcname=str(path.relative_to(folder)), recursive=False)
-    r = api.post(
-        "/deployments",
-        data={"project": project, "target": "production"},
-        files={"source": ("source.tar.gz", buffer.getvalue(), "application/gzip")},
-    )
-    assert r.status_code == 201, r.text
-    deployment = r.json()
-    while deployment["status"] not in ("READY", "ERROR", "CANCELED"):
-        time.sleep(POLL_SECONDS)
-        deployment = api.get(f"/deployments/{deployment['id']}").json()
-    assert deployment["status"] == "READY", deployment
-    fetch_through_router(router, deployment["url"])
-    return time.perf_counter() - started
-
-
-SCRIPT = """
-import io, sys, tarfile, time
-from pathlib import Path
-from urllib.parse import urlsplit
-import httpx
-api_url, token, project, folder, router_port, poll = sys.argv[1:]
-folder = Path(folder)
-buffer = io.BytesIO()
-with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-    for path in sorted(folder.rglob("*")):
-        if ".runix" not in path.relative_to(folder).parts:
-            tar.add(path, arcname=str(path.relative_to(folder)), recursive=False)
-with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
-    r = api.post("/deployments", data={"project": project, "target": "production"},
-                 files={"source": ("source.tar.gz", buffer.getvalue(), "application/gzip")})
-    deployment = r.json()
-    while deployment["status"] not in ("READY", "ERROR", "CANCELED"):
-        time.sleep(float(poll))
-        deployment = api.get(f"/deployments/{deployment['id']}").json()
-assert deployment["status"] == "READY", deployment
-host = urlsplit(deployment["url"]).hostname
-assert httpx.get(f"http://127.0.0.1:{router_port}/", headers={"Host": host}).status_code == 200
+# What a person would type to deploy through the API: pack, upload, follow the log to its end, fetch the app.
+CURL_SHELL = """set -euo pipefail
+archive=$(mktemp --suffix=.tar.gz)
+trap 'rm -f "$archive"' EXIT
+tar -czf "$archive" --exclude=./.runix -C "$FOLDER" .
+auth="Authorization: Bearer $RUNIX_TOKEN"
+deployment=$(curl -sfS -H "$auth" -F "project=$PROJECT" -F target=production \\
+  -F "source=@$archive;type=application/gzip" "$RUNIX_API_URL/deployments")
+read -r id url < <(jq -r '.id + " " + .url' <<<"$deployment")
+curl -sfSN -H "$auth" "$RUNIX_API_URL/deployments/$id/events?follow=true" | grep -q '^data: {"status": "READY"}'
+curl -sfS -o /dev/null "$url"
 """
 
 
-def deploy_with_script(env: dict[str, str], server_url: str, router_port: int, folder: Path, project: str) -> float:
-    """The same steps as deploy_through_api, written as a script and run in a fresh Python process."""
+def run_shell(script: str, env: dict[str, str]) -> float:
     started = time.perf_counter()
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            SCRIPT,
-            server_url,
-            env["RUNIX_TOKEN"],
-            project,
-            str(folder),
-            str(router_port),
-            str(POLL_SECONDS),
-        ],
-        check=True,
-        env=env,
-    )
+    result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return elapsed
+
+
+def deploy_in_process(api: httpx.Client, router: httpx.Client, folder: Path, project: str) -> float:
+    """The curl steps with httpx in this already-running process: the cost of the API and the build alone."""
+    started = time.perf_counter()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(folder, arcname=".", filter=lambda info: None if "/.runix" in info.name else info)
+    r = api.post("/deployments", data={"project": project, "target": "production"},
+                 files={"source": ("source.tar.gz", buffer.getvalue(), "application/gzip")})
+    assert r.status_code == 201, r.text
+    deployment = r.json()
+    status = None
+    with api.stream("GET", f"/deployments/{deployment['id']}/events", params={"follow": "true"}) as events:
+        for line in events.iter_lines():
+            if line.startswith("data: {\"status\""):
+                status = json.loads(line.removeprefix("data: "))["status"]
+    assert status == "READY", (deployment, status)
+    # Names under .localhost need no DNS for curl; here the router is asked directly, with the app's Host.
+    assert router.get("/", headers={"Host": urlsplit(deployment["url"]).netloc}).status_code == 200
     return time.perf_counter() - started
 
 
@@ -119,29 +94,16 @@ def python_start(code: str) -> float:
     return time.perf_counter() - started
 
 
-def deploy_with_cli(env: dict[str, str], router: httpx.Client, folder: Path) -> float:
-    config = Path(tempfile.mkdtemp(prefix="runix-bench-config-"))
-    shell = {**env, "XDG_CONFIG_HOME": str(config), "HOME": str(config)}
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [RUNIX, "deploy", "--prod", str(folder)], env=shell, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    url = proc.stdout.readline().strip()
-    if not url.startswith("http"):
-        raise AssertionError(f"runix deploy printed no URL: {url!r}\n{proc.communicate()[1]}")
-    fetch_through_router(router, url)
-    elapsed = time.perf_counter() - started
-    proc.communicate(timeout=30)
-    assert proc.returncode == 0
-    shutil.rmtree(config, ignore_errors=True)
-    return elapsed
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=9)
     args = parser.parse_args()
+    for tool in ("bash", "curl", "tar", "jq"):
+        if not shutil.which(tool):
+            raise SystemExit(f"bench/cli_deploy.py needs {tool} on PATH")
+    # An installed runix runs from byte-compiled modules (pip compiles them); this editable checkout may not have
+    # them (PYTHONDONTWRITEBYTECODE), and compiling on every start would be counted against the CLI.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src" / "runix")], check=True)
     with (
         tempfile.TemporaryDirectory() as tmp,
         running_server(Path(tmp), RUNIX_RATE_LIMIT_PER_MINUTE="100000") as server,
@@ -150,43 +112,54 @@ def main() -> None:
         api = account.client
         assert api.put("/billing/plan", json={"plan": "enterprise"}).status_code == 200
         token = api.post("/auth/cli-token", json={"name": "bench"}).json()["token"]
-        for name in ("bench-cli", "bench-api"):
-            assert api.post("/projects", json={"name": name}).status_code == 201
         folders = {}
-        for name in ("bench-cli", "bench-api"):
+        for name in ("bench-cli", "bench-curl", "bench-httpx"):
+            assert api.post("/projects", json={"name": name}).status_code == 201
             folders[name] = Path(tmp) / name
             shutil.copytree(ROOT / "examples" / "static", folders[name])
+        config = Path(tmp) / "config"
         env = {k: v for k, v in os.environ.items() if not k.startswith("RUNIX_")}
-        env.update({"RUNIX_API_URL": server.url, "RUNIX_TOKEN": token, "NO_COLOR": "1"})
+        env.update({"RUNIX_API_URL": server.url, "RUNIX_TOKEN": token, "NO_COLOR": "1", "RUNIX": RUNIX,
+                    "HOME": str(config), "XDG_CONFIG_HOME": str(config)})
+        cli_env = {**env, "FOLDER": str(folders["bench-cli"])}
+        curl_env = {**env, "FOLDER": str(folders["bench-curl"]), "PROJECT": "bench-curl"}
+        # Warm-up; the CLI links its folder to its project, as it does on a first deploy.
+        subprocess.run([RUNIX, "deploy", "--prod", "--yes", "--project", "bench-cli", str(folders["bench-cli"])],
+                       env=env, check=True, capture_output=True)
+        run_shell(CURL_SHELL, curl_env)
         router = httpx.Client(base_url=f"http://127.0.0.1:{server.router_port}", timeout=30)
-        # Warm-up (and the CLI links its folder to its project, as it does on a first deploy).
-        subprocess.run(
-            [RUNIX, "deploy", "--prod", "--project", "bench-cli", str(folders["bench-cli"])],
-            env={**env, "XDG_CONFIG_HOME": tmp, "HOME": tmp},
-            check=True,
-            capture_output=True,
-        )
-        deploy_through_api(api, router, folders["bench-api"], "bench-api")
-        cli_times, api_times, script_times, bare_times, httpx_times = [], [], [], [], []
+        deploy_in_process(api, router, folders["bench-httpx"], "bench-httpx")
+
+        sides: dict[str, Callable[[], float]] = {
+            "cli": lambda: run_shell(CLI_SHELL, cli_env),
+            "curl": lambda: run_shell(CURL_SHELL, curl_env),
+            "httpx": lambda: deploy_in_process(api, router, folders["bench-httpx"], "bench-httpx"),
+        }
+        times: dict[str, list[float]] = {name: [] for name in sides}
+        bare, with_httpx = [], []
+        order = list(sides)
         for _ in range(args.runs):
-            bare_times.append(python_start("pass"))
-            httpx_times.append(python_start("import httpx"))
-            api_times.append(deploy_through_api(api, router, folders["bench-api"], "bench-api"))
-            cli_times.append(deploy_with_cli(env, router, folders["bench-cli"]))
-            script_times.append(
-                deploy_with_script(env, server.url, server.router_port, folders["bench-api"], "bench-api")
-            )
+            for name in order:
+                times[name].append(sides[name]())
+            order = order[1:] + order[:1]
+            bare.append(python_start("pass"))
+            with_httpx.append(python_start("import httpx"))
         router.close()
-    cli, direct, script, bare, with_httpx = (statistics.median(t) for t in (
-        cli_times, api_times, script_times, bare_times, httpx_times))
-    print(f"runix deploy --prod examples/static until the URL answers, {args.runs} runs each (median):")
-    print(f"  API with httpx, in this warm process:        {direct * 1000:6.0f} ms")
-    print(f"  API with httpx, a script in a fresh process: {script * 1000:6.0f} ms")
-    print(f"  runix deploy, a fresh process:               {cli * 1000:6.0f} ms")
-    print(f"  (a fresh `python -c pass`: {bare * 1000:.0f} ms; `python -c 'import httpx'`: {with_httpx * 1000:.0f} ms)")
-    print(f"  ratio CLI / API in this process: {cli / direct:.2f}x (target < 1.3x)")
-    print(f"  ratio CLI / API script:          {cli / script:.2f}x")
-    print(f"  CLI time above the warm API, less a bare Python start: {(cli - direct - bare) * 1000:.0f} ms")
+
+    def ratio(a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
+
+    ms = {name: statistics.median(t) * 1000 for name, t in times.items()}
+    print(f"Deploy examples/static to production until its URL answers; {args.runs} interleaved rounds, medians "
+          f"(load average {os.getloadavg()[0]:.1f}):")
+    print(f"  CLI shell:   `runix deploy --prod` + curl the URL           {ms['cli']:6.0f} ms")
+    print(f"  curl shell:  tar + curl POST + curl -N events + curl URL  {ms['curl']:6.0f} ms   (baseline)")
+    print(f"  httpx, in this warm process (no start-up):                {ms['httpx']:6.0f} ms   (secondary)")
+    print(f"  for scale: a fresh `python -c pass` {statistics.median(bare) * 1000:.0f} ms, "
+          f"`python -c 'import httpx'` {statistics.median(with_httpx) * 1000:.0f} ms")
+    print(f"  ratio CLI shell / curl shell:          {ratio('cli', 'curl'):.2f}x   (target < 1.3x)")
+    print(f"  ratio CLI shell / httpx warm process:  {ratio('cli', 'httpx'):.2f}x   (secondary)")
+    print(f"  ratio curl shell / httpx warm process: {ratio('curl', 'httpx'):.2f}x   (secondary)")
 
 
 if __name__ == "__main__":

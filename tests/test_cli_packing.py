@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import os
 import tarfile
+import threading
 from pathlib import Path
 
-from runix.cli.packing import files_to_upload, pack
+import pytest
+
+from runix.cli.packing import PackError, files_to_upload, list_source, stream
 
 
 def make(root: Path, files: dict[str, str]) -> None:
@@ -31,15 +36,38 @@ def test_ignore_rules(tmp_path: Path) -> None:
     }
 
 
-def test_pack_is_a_gzipped_tar_of_those_files(tmp_path: Path) -> None:
+def test_stream_is_a_gzipped_tar_of_those_files(tmp_path: Path) -> None:
+    big = os.urandom(300 * 1024)  # bigger than the pipe: the packer waits for the reader
     make(tmp_path / "app", {"index.html": "hi", "a/b.txt": "b", ".gitignore": "b.txt\n"})
+    (tmp_path / "app" / "big.bin").write_bytes(big)
     (tmp_path / "app" / "link").symlink_to("index.html")
-    archive = pack(tmp_path / "app")
-    try:
-        with tarfile.open(fileobj=archive.file, mode="r:gz") as tar:
-            members = {m.name: m for m in tar.getmembers()}
-        assert set(members) == {".gitignore", "index.html", "a", "link"}
+    source = list_source(tmp_path / "app")
+    assert source.files == 4 and source.bytes == len("hi") + len("b.txt\n") + len(big)
+    packed: list[int] = []
+    chunks = list(stream(source, on_packed=packed.append))
+    assert len(chunks) > 1 and sum(packed) == source.bytes
+    with tarfile.open(fileobj=io.BytesIO(b"".join(chunks)), mode="r:gz") as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert set(members) == {".gitignore", "index.html", "a", "link", "big.bin"}
         assert members["link"].issym() and members["link"].linkname == "index.html"
-        assert archive.files == 3 and archive.bytes > 0
-    finally:
-        archive.close()
+        assert members["a"].isdir()
+        assert tar.extractfile("big.bin").read() == big  # type: ignore[union-attr]
+
+
+def test_a_file_gone_before_it_is_packed_fails_the_stream(tmp_path: Path) -> None:
+    make(tmp_path, {"index.html": "hi", "gone.txt": "x"})
+    source = list_source(tmp_path)
+    (tmp_path / "gone.txt").unlink()
+    with pytest.raises(PackError, match="gone.txt"):
+        list(stream(source))
+
+
+def test_a_reader_that_stops_early_ends_the_packer(tmp_path: Path) -> None:
+    (tmp_path / "big.bin").write_bytes(os.urandom(1024 * 1024))
+    chunks = stream(list_source(tmp_path))
+    next(chunks)
+    chunks.close()  # as when the upload fails: the packer sees a broken pipe and stops
+    threads = [t for t in threading.enumerate() if t.name == "runix-pack"]
+    for thread in threads:
+        thread.join(timeout=5)
+        assert not thread.is_alive()

@@ -315,24 +315,14 @@ class RunixClient:
         return self.request("DELETE", f"/projects/{_q(project)}")
 
     # Deployments
-    def create_deployment(self, project: str, source: IO[bytes], target: DeployTarget = "preview",
-                          on_progress: Callable[[int, int], None] | None = None) -> Deployment:
-        """Uploads a .tar.gz (an open binary file) and starts a deployment. `on_progress(sent, total)` is called
-        as the request body goes out (in bytes), so a caller can draw a progress bar."""
-        form = self.http.build_request("POST", "/deployments", data={"project": project, "target": target},
-                                       files={"source": ("source.tar.gz", source, "application/gzip")})
-        total = int(form.headers["Content-Length"])
-
-        def chunks() -> Iterator[bytes]:
-            sent = 0
-            for chunk in form.stream:  # type: ignore[union-attr]
-                yield chunk
-                sent += len(chunk)
-                if on_progress:
-                    on_progress(sent, total)
-
-        headers = {"Content-Type": form.headers["Content-Type"], "Content-Length": str(total)}
-        return self.request("POST", "/deployments", content=chunks(), headers=headers)
+    def create_deployment(self, project: str, source: IO[bytes] | Iterable[bytes], target: DeployTarget = "preview",
+                          on_progress: Callable[[int, int | None], None] | None = None) -> Deployment:
+        """Uploads a .tar.gz and starts a deployment. `source` is an open binary file, or the archive's chunks as they
+        are made (sent with chunked transfer encoding, so an archive can be packed while it is uploaded).
+        `on_progress(sent, total)` is called as the archive goes out, in bytes (total None for chunks)."""
+        upload = _Upload(source, on_progress)
+        return self.request("POST", "/deployments", data={"project": project, "target": target},
+                            files={"source": ("source.tar.gz", upload, "application/gzip")})
 
     def list_deployments(self, project: str | None = None, status: str | None = None, target: str | None = None,
                          limit: int | None = None) -> list[Deployment]:
@@ -455,6 +445,31 @@ class EventStream:
 
     def __iter__(self) -> Iterator[DeploymentEvent]:
         return self.client._follow(self.deployment_id, self)
+
+
+class _Upload:
+    """The archive as httpx reads it for the form, counting what it reads. A file keeps `seek`/`tell`, so httpx
+    sizes it (Content-Length); chunks offer only `read`, so httpx sends them chunked, as they come."""
+
+    def __init__(self, source: IO[bytes] | Iterable[bytes], on_progress: Callable[[int, int | None], None] | None):
+        self.on_progress = on_progress
+        self.sent = 0
+        self.total: int | None = None
+        if hasattr(source, "read"):
+            self.file: IO[bytes] | None = source  # type: ignore[assignment]
+            self.chunks: Iterator[bytes] | None = None
+            self.seek, self.tell = source.seek, source.tell  # type: ignore[union-attr]
+            self.total = source.seek(0, 2)  # type: ignore[union-attr] - httpx sends the file from its start
+            source.seek(0)  # type: ignore[union-attr]
+        else:
+            self.file, self.chunks = None, iter(source)  # type: ignore[arg-type]
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.file.read(size) if self.file is not None else next(self.chunks, b"")  # type: ignore[arg-type]
+        if data and self.on_progress:
+            self.sent += len(data)
+            self.on_progress(self.sent, self.total)
+        return data
 
 
 def _q(segment: str) -> str:

@@ -49,7 +49,10 @@ def connect(*, login: bool = True, api_url: str | None = None, token: str | None
         api_url, token = api_url or saved.api_url, saved.token
     client = RunixClient(api_url or credentials.api_url(), token, max_rate_limit_wait=_rate_limit_wait(),
                          on_rate_limit=lambda s: output.warn(f"Rate limited by the API: retrying in {s}s"))
-    gc.enable()  # disabled during start-up by runix.cli.run
+    # The collector was off while modules were imported (runix.cli.run). What they made lives until exit: frozen,
+    # it is never traversed again, neither by later collections nor by the one at exit (~15 ms of a deploy).
+    gc.freeze()
+    gc.enable()
     return client
 
 

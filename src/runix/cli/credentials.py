@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 
 
-@dataclass
-class Credentials:
+class Credentials(NamedTuple):  # not a dataclass: `runix deploy` would load `inspect` at start-up for it
     api_url: str
     token: str
     token_id: str | None = None
@@ -35,8 +33,8 @@ def credentials_path() -> Path:
 def read_file() -> Credentials | None:
     try:
         data = json.loads(credentials_path().read_text())
-        return Credentials(**{k: data.get(k) for k in Credentials.__dataclass_fields__})
-    except (OSError, ValueError, TypeError):
+        return Credentials(**{k: data.get(k) for k in Credentials._fields})
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
 
 
@@ -65,6 +63,8 @@ def current() -> Credentials | None:
 
 def save(url: str, token: str, token_id: str | None = None, email: str | None = None) -> Path:
     """Writes the file atomically, readable by the owner only (it holds a secret)."""
+    from datetime import UTC, datetime
+
     path = credentials_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     data = Credentials(api_url=url.rstrip("/"), token=token, token_id=token_id, email=email,
@@ -73,7 +73,7 @@ def save(url: str, token: str, token_id: str | None = None, email: str | None = 
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         os.fchmod(handle.fileno(), 0o600)
-        json.dump(asdict(data), handle, indent=2)
+        json.dump(data._asdict(), handle, indent=2)
         handle.write("\n")
     os.replace(partial, path)
     return path

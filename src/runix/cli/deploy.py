@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,24 +26,27 @@ def run_deploy(path: Path, project: str | None, prod: bool, yes: bool, as_json: 
     client = connect()
     ref, name = _project_for(client, folder, project, yes)
 
-    from runix.cli.packing import pack
+    from runix.cli import packing
     from runix.client import RunixAPIError
 
-    archive = pack(folder)
+    source = packing.list_source(folder)
     target = "production" if prod else "preview"
-    files = f"{archive.files} file" + ("s" if archive.files != 1 else "")
-    output.info(f"Uploading {files} ({output.size(archive.bytes)}) to {name}, {target}...")
+    files = f"{source.files} file" + ("s" if source.files != 1 else "")
+    output.info(f"Uploading {files} ({output.size(source.bytes)}) to {name}, {target}...")
     try:
-        with output.upload_progress("Uploading") as report:
-            deployment = client.create_deployment(ref, archive.file, target, on_progress=report)
+        # Packed while it is sent: the progress bar counts the folder's bytes as they go into the archive.
+        with output.upload_progress("Uploading", source.bytes) as advance:
+            deployment = client.create_deployment(ref, packing.stream(source, on_packed=advance), target)
+    except packing.PackError as exc:
+        raise CliError(f"Could not pack {folder} ({exc}); nothing was deployed.") from exc
     except RunixAPIError as exc:
         if exc.status == 404 and project is None:
             raise CliError(f"This folder is linked to project {name}, which no longer exists. Deploy with "
                            "--project NAME (it links the folder again).") from exc
         raise
-    finally:
-        archive.close()
     output.info(f"Building {deployment['id']}: {deployment['url']}")
+    # The production URLs are fetched while the build runs, so they cost no time at the end.
+    production_urls = _meanwhile(lambda: client.get_project(deployment["project_id"])["urls"]) if prod else None
     log = client.follow_events(deployment["id"])
     try:
         for event in log:
@@ -60,10 +65,31 @@ def run_deploy(path: Path, project: str | None, prod: bool, yes: bool, as_json: 
     if not as_json:
         output.success(f"Ready in {time.monotonic() - started:.1f}s")
         output.out(final["url"])
-        if prod:
-            production = client.get_project(final["project_id"])["urls"]
-            if production:
-                output.info(f"Production: {' '.join(production)}")
+        production = production_urls() if production_urls else None
+        if production:
+            output.info(f"Production: {' '.join(production)}")
+
+
+def _meanwhile(fetch: Callable[[], list[str]]) -> Callable[[], list[str] | None]:
+    """Runs `fetch` (an API read) on a thread; the function returned waits for its answer (None if it failed)."""
+    import threading
+
+    from runix.client import RunixAPIError
+
+    answer: list[list[str]] = []
+
+    def run() -> None:
+        with contextlib.suppress(RunixAPIError):
+            answer.append(fetch())
+
+    thread = threading.Thread(target=run, name="runix-fetch", daemon=True)
+    thread.start()
+
+    def wait() -> list[str] | None:
+        thread.join()
+        return answer[0] if answer else None
+
+    return wait
 
 
 def _project_for(client: RunixClient, folder: Path, option: str | None, yes: bool) -> tuple[str, str]:

@@ -189,17 +189,18 @@ def size(n: int) -> str:
 
 
 @contextmanager
-def upload_progress(label: str) -> Iterator[Callable[[int, int], None]]:
-    """Yields `report(sent, total)`; draws a progress bar on stderr at a terminal, nothing otherwise."""
+def upload_progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """Yields `advance(n)` (n more bytes done, of `total`); draws a progress bar on stderr at a terminal, nothing
+    otherwise. `advance` may be called from another thread."""
     if not is_tty(sys.stderr):
-        yield lambda sent, total: None
+        yield lambda n: None
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   console=console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=None)
-        yield lambda sent, total: bar.update(task, completed=sent, total=total)
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def log_line(event: dict[str, Any], stream: Any = None) -> None:

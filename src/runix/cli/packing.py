@@ -1,4 +1,4 @@
-"""Packs a folder into the .tar.gz that `runix deploy` uploads.
+"""Packs a folder into the .tar.gz that `runix deploy` uploads, as a stream: the archive is made while it is sent.
 
 `.gitignore` and `.runixignore` are honoured the way git does (gitwildmatch patterns via `pathspec`), in the folder
 and in any subfolder; `.runixignore` is read after `.gitignore`, so it can re-include (`!pattern`) what git ignores.
@@ -7,26 +7,26 @@ and in any subfolder; `.runixignore` is read after `.gitignore`, so it can re-in
 
 from __future__ import annotations
 
+import gzip
 import os
+import stat
 import tarfile
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 ALWAYS_SKIPPED = frozenset({".git", "node_modules", ".venv", ".runix"})
 IGNORE_FILES = (".gitignore", ".runixignore")
+CHUNK_BYTES = 64 * 1024
 
 
-@dataclass
-class Archive:
-    file: IO[bytes]
+class Source(NamedTuple):
+    """What will be uploaded: (path, name in the archive) of each entry, the count of files and their total size."""
+
+    entries: list[tuple[Path, str]]
     files: int
     bytes: int
-
-    def close(self) -> None:
-        self.file.close()
 
 
 def _ignore_specs(folder: Path, prefix: str) -> list[tuple[str, Any]]:
@@ -73,14 +73,68 @@ def files_to_upload(root: Path) -> Iterator[tuple[Path, str]]:
     yield from visit(root, "", [])
 
 
-def pack(root: Path) -> Archive:
-    """A .tar.gz of the folder's files (in a temporary file, so big apps are not held in memory)."""
-    handle = tempfile.TemporaryFile()  # noqa: SIM115 - the caller uploads it, then closes it
-    count = 0
-    with tarfile.open(fileobj=handle, mode="w:gz", compresslevel=6) as tar:
-        for path, name in files_to_upload(root):
-            tar.add(path, arcname=name, recursive=False)
-            count += path.is_symlink() or not path.is_dir()
-    size = handle.tell()
-    handle.seek(0)
-    return Archive(file=handle, files=count, bytes=size)
+def list_source(root: Path) -> Source:
+    entries = list(files_to_upload(root))
+    files = size = 0
+    for path, _ in entries:
+        info = path.lstat()
+        if not stat.S_ISDIR(info.st_mode):
+            files += 1
+            size += info.st_size if stat.S_ISREG(info.st_mode) else 0
+    return Source(entries, files, size)
+
+
+class PackError(Exception):
+    """A file of the folder could not be packed (it vanished, or cannot be read)."""
+
+
+def stream(source: Source, on_packed: Callable[[int], None] | None = None) -> Iterator[bytes]:
+    """The .tar.gz of `source`, in chunks as it is made. A thread packs into a pipe while the caller sends what is
+    ready, so the archive is never held in memory or on disk, and compressing overlaps the upload. `on_packed(n)` is
+    called as n more bytes of file content are packed. A file that cannot be packed raises PackError, once the
+    chunks before it were yielded."""
+    read_fd, write_fd = os.pipe()
+    reader, writer = os.fdopen(read_fd, "rb"), os.fdopen(write_fd, "wb")
+    failure: list[BaseException] = []
+
+    def pack() -> None:
+        try:
+            with (writer, gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=6, mtime=0) as zipped,
+                  tarfile.open(fileobj=zipped, mode="w|") as tar):
+                for path, name in source.entries:
+                    info = tar.gettarinfo(path, arcname=name)
+                    if info.isreg():
+                        with path.open("rb") as file:
+                            tar.addfile(info, _Counted(file, on_packed))
+                    else:
+                        tar.addfile(info)
+        except BrokenPipeError:
+            pass  # the reader stopped (the upload failed): nothing left to do
+        except (OSError, tarfile.TarError) as exc:
+            failure.append(PackError(f"{exc.filename or ''}: {exc.strerror}" if isinstance(exc, OSError)
+                                     and exc.strerror else str(exc)))
+        except BaseException as exc:  # noqa: BLE001 - raised again by the reading side, never lost
+            failure.append(exc)
+
+    packer = threading.Thread(target=pack, name="runix-pack", daemon=True)
+    packer.start()
+    with reader:
+        while chunk := reader.read1(CHUNK_BYTES):
+            yield chunk
+    packer.join()
+    if failure:
+        raise failure[0]
+
+
+class _Counted:
+    """A file whose reads are counted (for the upload's progress bar)."""
+
+    def __init__(self, file: IO[bytes], on_read: Callable[[int], None] | None):
+        self.file = file
+        self.on_read = on_read
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.file.read(size)
+        if self.on_read and data:
+            self.on_read(len(data))
+        return data
