@@ -75,12 +75,20 @@ def browser() -> Iterator[object]:
 
 
 class Alice:
-    """A person signed in to the dashboard in her own browser context, with an API client on the same account."""
+    """A person signed in to the dashboard in her own browser context, with an API client on the same account. She
+    answers the browser's confirmation dialogs with `accept_dialogs`; `dialogs` keeps what they asked."""
 
     def __init__(self, page, email: str, api: httpx.Client):
         self.page = page
         self.email = email
         self.api = api
+        self.accept_dialogs = True
+        self.dialogs: list[str] = []
+        page.on("dialog", self._answer)
+
+    def _answer(self, dialog) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.accept() if self.accept_dialogs else dialog.dismiss()
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +233,7 @@ def test_create_project_deploy_and_roll_back(alice: Alice) -> None:
     page.reload()
     # The status updates live on the page (htmx polls the table while a deployment is on its way).
     page.wait_for_selector(f"#row-{first} [data-status=READY]", timeout=60_000)
+    page.wait_for_function("!document.querySelector('#project-urls').innerText.includes('nothing in production')")
     shoot(page, "project-deployments")
 
     page.click(f"#row-{first} a.mono")
@@ -396,6 +405,12 @@ def test_env_vars_sensitive_values_are_masked(alice: Alice) -> None:
     page.fill("#env-GREETING input[name=value]", "bonjour")
     page.click("#env-GREETING button:has-text('Save')")
     assert page.inner_text("#env-GREETING .env-value") == "bonjour"
+    alice.accept_dialogs = False  # asked to confirm, she changes her mind: nothing is deleted
+    page.click("#env-GREETING button:has-text('Delete')")
+    assert alice.dialogs[-1].startswith("Delete GREETING?")
+    page.wait_for_timeout(300)  # time for a form that was wrongly sent to arrive
+    assert page.locator("#env-GREETING").count() == 1 and len(alice.api.get("/projects/shop/env").json()) == 2
+    alice.accept_dialogs = True
     page.click("#env-GREETING button:has-text('Delete')")
     assert "Deleted GREETING" in flash_text(page)
     listed = alice.api.get("/projects/shop/env").json()

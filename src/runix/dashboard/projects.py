@@ -128,7 +128,7 @@ def deployments_table(c: Call) -> Response:
     """The deployments list alone, polled by htmx every second while a deployment is on its way."""
     project = projects.get(c.db, c.me, c.params["name"])
     return c.render("_deployments_table.html", project=project, public=projects.public(c.ctx, c.db, project),
-                    **_deployments_context(c, project))
+                    refresh_head=True, **_deployments_context(c, project))
 
 
 @page("/projects/{name}/deployments/{deployment_id}",
