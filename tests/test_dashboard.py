@@ -581,6 +581,10 @@ def test_sign_out_revokes_the_session(alice: Alice, dash: RunixServer) -> None:
     session = next(c["value"] for c in page.context.cookies() if c["name"] == "runix_session")
     page.goto("/dashboard")
     shoot(page, "projects")
+    # Projects page back by cursor, as GET /projects does: past the only project, none is left.
+    page.goto(f"/dashboard?cursor={alice.api.get('/projects/shop').json()['id']}")
+    assert "No more projects" in page.inner_text("main") and page.locator(".project-item").count() == 0
+    page.goto("/dashboard")
     page.click("text=Sign out")
     page.wait_for_url(re.compile(r"/dashboard/login"))
     assert httpx.get(f"{dash.url}/user", headers={"Authorization": f"Bearer {session}"}).status_code == 401

@@ -23,6 +23,7 @@ from runix.services import deployments, domains, env, projects
 
 ACTIVE = ("QUEUED", "BUILDING", "DEPLOYING")
 DEPLOYMENTS_PER_PAGE = 50
+PROJECTS_PER_PAGE = 60
 LOG_LINES_PER_POLL = 2000
 
 
@@ -46,10 +47,11 @@ def _project_context(c: Call, tab: str) -> dict[str, Any]:
 
 @page("", api=("GET /projects", "GET /deployments"))
 def projects_page(c: Call) -> Response:
-    rows = projects.list_page(c.db, c.me, 100, None).items
-    latest = _latest_deployments(c, rows)
-    return c.render("projects.html", title="Projects",
-                    projects=[(projects.public(c.ctx, c.db, p), latest.get(p.id)) for p in rows])
+    cursor = c.request.query_params.get("cursor", "")[:64] or None
+    found = projects.list_page(c.db, c.me, PROJECTS_PER_PAGE, cursor)
+    latest = _latest_deployments(c, found.items)
+    return c.render("projects.html", title="Projects", paged=cursor is not None, more=found.next_cursor,
+                    projects=[(projects.public(c.ctx, c.db, p), latest.get(p.id)) for p in found.items])
 
 
 def _latest_deployments(c: Call, rows: list[Project]) -> dict[str, Any]:
