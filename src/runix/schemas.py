@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -18,6 +19,11 @@ DeploymentStatus = Literal["QUEUED", "BUILDING", "DEPLOYING", "READY", "ERROR", 
 
 def _any_case(word: str) -> str:
     return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
+def any_case_choice(values: Iterable[str]) -> str:
+    """A pattern for one of `values` in any letter case, or nothing (query filters that the services normalise)."""
+    return "^(" + "|".join(_any_case(v) for v in values) + ")?$"
 
 
 # What `runix.names` and the env service accept, written as JSON Schema for the OpenAPI document, so that clients

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, get_args
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.responses import StreamingResponse
@@ -15,7 +15,7 @@ from runix.api.errors import AUTHED, responses
 from runix.api.routes.pages import Cursor, Limit, link_next
 from runix.errors import Conflict
 from runix.pipeline.events import Event, EventStore, LocalHub
-from runix.schemas import DeploymentEventPublic, DeploymentPublic, DeploymentStatus, DeployTarget
+from runix.schemas import DeploymentEventPublic, DeploymentPublic, DeploymentStatus, DeployTarget, any_case_choice
 from runix.services import deployments
 
 router = APIRouter(prefix="/deployments", tags=["deployments"], responses=AUTHED)
@@ -38,8 +38,10 @@ def create_deployment(
 def list_deployments(
     request: Request, response: Response, account: CurrentAccount, ctx: Ctx, db: Db,
     project: Annotated[str | None, Query(max_length=100, description="Project name or id")] = None,
-    status: Annotated[DeploymentStatus | None, Query(description="QUEUED, BUILDING, ... ")] = None,
-    target: Annotated[DeployTarget | None, Query(description="production or preview")] = None,
+    status: Annotated[str | None, Query(pattern=any_case_choice(get_args(DeploymentStatus)),
+                                        description="QUEUED, BUILDING, ... (any case)")] = None,
+    target: Annotated[str | None, Query(pattern=any_case_choice(get_args(DeployTarget)),
+                                        description="production or preview")] = None,
     limit: Limit = 20, cursor: Cursor = None,
 ) -> list[DeploymentPublic]:
     """Your deployments, newest first."""

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Query, Request, Response
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Items per page (1-100)")]
-Cursor = Annotated[str | None, Query(max_length=64, pattern=r"^[a-z]+_[0-9a-z]+$",
+Cursor = Annotated[str | None, Query(max_length=64, pattern=r"^([a-z]+_[0-9a-z]+)?$",
                                      description="From the Link header of the previous page")]
 
 
