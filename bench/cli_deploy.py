@@ -3,7 +3,8 @@
 Each side deploys a copy of examples/static to production on the same server, in the same run, and is timed from
 spawn until it exits with the app answering through the router:
 - CLI shell: `url=$(runix deploy --prod DIR) && curl -sf "$url"`, in a fresh bash with a fresh config dir
-  (token from RUNIX_TOKEN; the folder was linked to its project by a first deploy, as after any first deploy).
+  (token from RUNIX_TOKEN; the folder was linked to its project by a first deploy, as after any first deploy), its
+  stderr on a terminal as in a person's shell (colour, progress).
 - curl shell (the baseline): `tar -czf` the folder, `curl -F` it to POST /deployments, `curl -N` the deployment's
   `events?follow=true` stream until its `end` event says READY, then `curl` the URL.
 - httpx in this warm process (secondary): the same steps with no process start-up at all.
@@ -20,12 +21,14 @@ import argparse
 import io
 import json
 import os
+import pty
 import shutil
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,12 +61,28 @@ curl -sfS -o /dev/null "$url"
 
 
 def run_shell(script: str, env: dict[str, str]) -> float:
+    """Runs `script` in bash with stderr on a terminal (a pseudo-terminal), as in a person's shell."""
+    controller, terminal = pty.openpty()
+    shown = bytearray()
+    reader = threading.Thread(target=_drain, args=(controller, shown), daemon=True)
+    reader.start()
     started = time.perf_counter()
-    result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+    result = subprocess.run(["bash", "-c", script], env=env, stdout=subprocess.PIPE, stderr=terminal)
     elapsed = time.perf_counter() - started
+    os.close(terminal)
+    reader.join(timeout=5)
+    os.close(controller)
     if result.returncode != 0:
-        raise AssertionError(f"exit {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(f"exit {result.returncode}:\n{result.stdout!r}\n{shown.decode(errors='replace')}")
     return elapsed
+
+
+def _drain(fd: int, into: bytearray) -> None:
+    try:
+        while chunk := os.read(fd, 65536):
+            into += chunk
+    except OSError:  # the terminal side closed
+        pass
 
 
 def deploy_in_process(api: httpx.Client, router: httpx.Client, folder: Path, project: str) -> float:
@@ -119,7 +138,8 @@ def main() -> None:
             shutil.copytree(ROOT / "examples" / "static", folders[name])
         config = Path(tmp) / "config"
         env = {k: v for k, v in os.environ.items() if not k.startswith("RUNIX_")}
-        env.update({"RUNIX_API_URL": server.url, "RUNIX_TOKEN": token, "NO_COLOR": "1", "RUNIX": RUNIX,
+        env = {k: v for k, v in env.items() if k != "NO_COLOR"}  # colour on, as at a terminal
+        env.update({"RUNIX_API_URL": server.url, "RUNIX_TOKEN": token, "RUNIX": RUNIX, "TERM": "xterm-256color",
                     "HOME": str(config), "XDG_CONFIG_HOME": str(config)})
         cli_env = {**env, "FOLDER": str(folders["bench-cli"])}
         curl_env = {**env, "FOLDER": str(folders["bench-curl"]), "PROJECT": "bench-curl"}

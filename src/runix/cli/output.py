@@ -70,19 +70,31 @@ def console(stderr: bool = False) -> Console:
                    width=None if is_tty(stream) else 1000, soft_wrap=not is_tty(stream))
 
 
+# Messages and log lines are painted with plain SGR codes: loading Rich for them would cost a deploy at a terminal
+# ~60 ms of start-up. Rich draws the tables of the other commands.
+_SGR = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
+# What Rich strips from text it prints (bell, backspace, vertical tab, form feed, carriage return).
+_CONTROL = str.maketrans("", "", "\a\b\v\f\r")
+
+
+def paint(text: str, style: str | None) -> str:
+    """`text` in `style` ("bold red", "dim", ...) for a terminal; control characters that move the cursor removed."""
+    text = text.translate(_CONTROL)
+    codes = ";".join(_SGR[name] for name in (style or "").split() if name in _SGR)
+    return f"\x1b[{codes}m{text}\x1b[0m" if codes and text else text
+
+
+def _write(stream: Any, line: str) -> None:
+    stream.write(line + "\n")
+    stream.flush()
+
+
 def message(text: str, style: str | None = None, prefix: str = "") -> None:
     """A line for the person on stderr (stdout stays clean for data)."""
     if style and colour(sys.stderr):
-        from rich.text import Text
-
-        line = Text()
-        if prefix:
-            line.append(prefix, style=f"bold {style}")
-        line.append(text, style=None if prefix else style)
-        console(stderr=True).print(line)
+        _write(sys.stderr, paint(prefix, f"bold {style}") + paint(text, None if prefix else style))
     else:
-        sys.stderr.write(f"{prefix}{text}\n")
-        sys.stderr.flush()
+        _write(sys.stderr, f"{prefix}{text}")
 
 
 def info(text: str) -> None:
@@ -190,17 +202,36 @@ def size(n: int) -> str:
 
 @contextmanager
 def upload_progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
-    """Yields `advance(n)` (n more bytes done, of `total`); draws a progress bar on stderr at a terminal, nothing
-    otherwise. `advance` may be called from another thread."""
+    """Yields `advance(n)` (n more bytes done, of `total`), which may be called from another thread. At a terminal,
+    an upload that takes more than a moment shows `label  sent / total` on stderr, redrawn ten times a second and
+    erased at the end; nothing is drawn otherwise."""
     if not is_tty(sys.stderr):
         yield lambda n: None
         return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    import threading
+    import time
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
+    lock = threading.Lock()
+    started = time.monotonic()
+    state = {"done": 0, "drawn_at": started}
+
+    def advance(n: int) -> None:
+        with lock:
+            state["done"] += n
+            now = time.monotonic()
+            if now - state["drawn_at"] >= 0.1:
+                state["drawn_at"] = now
+                sys.stderr.write(f"\r\x1b[2K{label}  {size(state['done'])} / {size(total)}")
+                sys.stderr.flush()
+
+    try:
+        yield advance
+    finally:
+        with lock:
+            if state["drawn_at"] != started:
+                sys.stderr.write("\r\x1b[2K")
+                sys.stderr.flush()
+            state["drawn_at"] = float("inf")  # a late advance() from the packer draws nothing more
 
 
 def log_line(event: dict[str, Any], stream: Any = None) -> None:
@@ -208,15 +239,8 @@ def log_line(event: dict[str, Any], stream: Any = None) -> None:
     stream = stream or sys.stdout
     text = str(event.get("text", "")).rstrip("\n")
     if colour(stream):
-        from rich.text import Text
-
         when = event.get("created_at")
-        stamp = _clock(when) if when else ""
-        style = "red" if event.get("stream") == "stderr" else ("cyan" if event.get("type") == "system" else "")
-        line = Text()
-        line.append(f"{stamp} ", style="dim")
-        line.append(text, style=style or None)
-        console(stderr=stream is sys.stderr).print(line)
+        style = "red" if event.get("stream") == "stderr" else ("cyan" if event.get("type") == "system" else None)
+        _write(stream, paint(f"{_clock(when) if when else ''} ", "dim") + paint(text, style))
     else:
-        stream.write(text + "\n")
-        stream.flush()
+        _write(stream, text)
