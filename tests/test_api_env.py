@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from tests.api_support import error, run_sql, stored_text
 from tests.support import Account, RunixServer
@@ -49,6 +50,15 @@ def test_same_key_on_an_overlapping_target_conflicts(account: Account) -> None:
     error(c.patch(f"/projects/{p}/env/{second.json()['id']}", json={"targets": ["production"]}), 409, "CONFLICT")
     assert c.patch(f"/projects/{p}/env/{first['id']}", json={"targets": ["development"]}).status_code == 200
     assert c.patch(f"/projects/{p}/env/{second.json()['id']}", json={"targets": ["production"]}).status_code == 200
+
+
+def test_concurrent_adds_of_one_key_conflict(account: Account) -> None:
+    c, p = account.client, project(account)
+    body = {"key": "SAME", "value": "v", "targets": ["production"]}
+    with ThreadPoolExecutor(6) as pool:
+        statuses = sorted(pool.map(lambda _: c.post(f"/projects/{p}/env", json=body).status_code, range(6)))
+    assert statuses == [201] + [409] * 5
+    assert len(c.get(f"/projects/{p}/env").json()) == 1
 
 
 def test_bad_keys_targets_and_types_are_400(account: Account) -> None:

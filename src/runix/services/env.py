@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from sqlalchemy import select
+from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session
 
 from runix.context import Runix
@@ -46,7 +47,14 @@ def list_for(s: Session, account: Account, project_ref: str) -> tuple[Project, l
     return project, list(rows)
 
 
+def _lock(s: Session, project: Project) -> None:
+    """Takes the project's row lock (a no-op write) until commit, so two writers cannot both pass the overlap check:
+    PostgreSQL locks the row, SQLite the database."""
+    s.execute(sql_update(Project).where(Project.id == project.id).values(updated_at=Project.updated_at))
+
+
 def create(ctx: Runix, s: Session, account: Account, project_ref: str, body: EnvVarCreate) -> EnvVar:
+    _lock(s, projects.get(s, account, project_ref))
     project, existing = list_for(s, account, project_ref)
     limit = get_plan(account.plan).env_vars_per_project
     if limit is not None and len(existing) >= limit:
@@ -71,6 +79,8 @@ def get(s: Session, account: Account, project_ref: str, env_id: str) -> tuple[Pr
 
 def update(ctx: Runix, s: Session, account: Account, project_ref: str, env_id: str, body: EnvVarUpdate) -> EnvVar:
     project, var = get(s, account, project_ref, env_id)
+    _lock(s, project)
+    s.refresh(var)
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
     if changes.get("type") == "plain" and var.type == "sensitive":
         raise Conflict("A sensitive variable cannot be made plain: delete it and add it again")
