@@ -483,6 +483,8 @@ def test_tokens_create_shown_once_and_revoke(alice: Alice, dash: RunixServer) ->
     assert httpx.get(f"{dash.url}/user", headers=headers).json()["email"] == alice.email
     page.goto("/dashboard/tokens")
     assert value not in page.content()  # shown once
+    me = alice.api.get("/user").json()  # the account card shows what GET /user answers
+    assert me["email"] in page.inner_text("#account") and me["id"] in page.inner_text("#account")
     shoot(page, "tokens")
     page.locator("tr", has_text="laptop").locator("button:has-text('Revoke')").click()
     assert "Revoked" in flash_text(page)
