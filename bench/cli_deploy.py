@@ -2,8 +2,8 @@
 
 Each side deploys a copy of examples/static to production on the same server, in the same run, and is timed from
 spawn until it exits with the app answering through the router:
-- CLI shell: `url=$(runix deploy --prod DIR) && curl -sf "$url"`, in a fresh bash with a fresh config dir
-  (token from RUNIX_TOKEN; the folder was linked to its project by a first deploy, as after any first deploy), its
+- CLI shell: `url=$(runix deploy --prod DIR) && curl -sf "$url"`, in a fresh bash (token from RUNIX_TOKEN, no
+  saved credentials; the folder was linked to its project by a first deploy, as after any first deploy), its
   stderr on a terminal as in a person's shell (colour, progress).
 - curl shell (the baseline): `tar -czf` the folder, `curl -F` it to POST /deployments, `curl -N` the deployment's
   `events?follow=true` stream until its `end` event says READY, then `curl` the URL.

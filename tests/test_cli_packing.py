@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runix.cli.packing import PackError, files_to_upload, list_source, stream
+from runix.cli.packing import INLINE_BYTES, PackError, files_to_upload, list_source, stream
 
 
 def make(root: Path, files: dict[str, str]) -> None:
@@ -36,8 +36,9 @@ def test_ignore_rules(tmp_path: Path) -> None:
     }
 
 
-def test_stream_is_a_gzipped_tar_of_those_files(tmp_path: Path) -> None:
-    big = os.urandom(300 * 1024)  # bigger than the pipe: the packer waits for the reader
+@pytest.mark.parametrize("big_bytes", [300 * 1024, INLINE_BYTES + 1], ids=["in memory", "by a thread"])
+def test_stream_is_a_gzipped_tar_of_those_files(tmp_path: Path, big_bytes: int) -> None:
+    big = os.urandom(big_bytes)  # by a thread: more than the pipe holds, so the packer waits for the reader
     make(tmp_path / "app", {"index.html": "hi", "a/b.txt": "b", ".gitignore": "b.txt\n"})
     (tmp_path / "app" / "big.bin").write_bytes(big)
     (tmp_path / "app" / "link").symlink_to("index.html")
@@ -45,7 +46,7 @@ def test_stream_is_a_gzipped_tar_of_those_files(tmp_path: Path) -> None:
     assert source.files == 4 and source.bytes == len("hi") + len("b.txt\n") + len(big)
     packed: list[int] = []
     chunks = list(stream(source, on_packed=packed.append))
-    assert len(chunks) > 1 and sum(packed) == source.bytes
+    assert (len(chunks) > 1) == (big_bytes > INLINE_BYTES) and sum(packed) == source.bytes
     with tarfile.open(fileobj=io.BytesIO(b"".join(chunks)), mode="r:gz") as tar:
         members = {m.name: m for m in tar.getmembers()}
         assert set(members) == {".gitignore", "index.html", "a", "link", "big.bin"}
@@ -54,8 +55,10 @@ def test_stream_is_a_gzipped_tar_of_those_files(tmp_path: Path) -> None:
         assert tar.extractfile("big.bin").read() == big  # type: ignore[union-attr]
 
 
-def test_a_file_gone_before_it_is_packed_fails_the_stream(tmp_path: Path) -> None:
+@pytest.mark.parametrize("big_bytes", [0, INLINE_BYTES + 1], ids=["in memory", "by a thread"])
+def test_a_file_gone_before_it_is_packed_fails_the_stream(tmp_path: Path, big_bytes: int) -> None:
     make(tmp_path, {"index.html": "hi", "gone.txt": "x"})
+    (tmp_path / "a-big.bin").write_bytes(os.urandom(big_bytes))  # packed before gone.txt
     source = list_source(tmp_path)
     (tmp_path / "gone.txt").unlink()
     with pytest.raises(PackError, match="gone.txt"):
@@ -63,7 +66,7 @@ def test_a_file_gone_before_it_is_packed_fails_the_stream(tmp_path: Path) -> Non
 
 
 def test_a_reader_that_stops_early_ends_the_packer(tmp_path: Path) -> None:
-    (tmp_path / "big.bin").write_bytes(os.urandom(1024 * 1024))
+    (tmp_path / "big.bin").write_bytes(os.urandom(2 * INLINE_BYTES))
     chunks = stream(list_source(tmp_path))
     next(chunks)
     chunks.close()  # as when the upload fails: the packer sees a broken pipe and stops

@@ -8,6 +8,7 @@ and in any subfolder; `.runixignore` is read after `.gitignore`, so it can re-in
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import stat
 import tarfile
@@ -19,6 +20,7 @@ from typing import IO, Any, NamedTuple
 ALWAYS_SKIPPED = frozenset({".git", "node_modules", ".venv", ".runix"})
 IGNORE_FILES = (".gitignore", ".runixignore")
 CHUNK_BYTES = 64 * 1024
+INLINE_BYTES = 1024 * 1024
 
 
 class Source(NamedTuple):
@@ -90,29 +92,25 @@ class PackError(Exception):
 
 def stream(source: Source, on_packed: Callable[[int], None] | None = None) -> Iterator[bytes]:
     """The .tar.gz of `source`, in chunks as it is made. A thread packs into a pipe while the caller sends what is
-    ready, so the archive is never held in memory or on disk, and compressing overlaps the upload. `on_packed(n)` is
+    ready, so the archive is never held in memory or on disk, and compressing overlaps the upload; a folder under
+    INLINE_BYTES is packed at once in memory instead (starting a thread costs more than it saves). `on_packed(n)` is
     called as n more bytes of file content are packed. A file that cannot be packed raises PackError, once the
     chunks before it were yielded."""
+    if source.bytes <= INLINE_BYTES:
+        buffer = io.BytesIO()
+        _pack(source, buffer, on_packed)
+        yield buffer.getvalue()
+        return
     read_fd, write_fd = os.pipe()
     reader, writer = os.fdopen(read_fd, "rb"), os.fdopen(write_fd, "wb")
     failure: list[BaseException] = []
 
     def pack() -> None:
         try:
-            with (writer, gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=6, mtime=0) as zipped,
-                  tarfile.open(fileobj=zipped, mode="w|") as tar):
-                for path, name in source.entries:
-                    info = tar.gettarinfo(path, arcname=name)
-                    if info.isreg():
-                        with path.open("rb") as file:
-                            tar.addfile(info, _Counted(file, on_packed))
-                    else:
-                        tar.addfile(info)
+            with writer:
+                _pack(source, writer, on_packed)
         except BrokenPipeError:
             pass  # the reader stopped (the upload failed): nothing left to do
-        except (OSError, tarfile.TarError) as exc:
-            failure.append(PackError(f"{exc.filename or ''}: {exc.strerror}" if isinstance(exc, OSError)
-                                     and exc.strerror else str(exc)))
         except BaseException as exc:  # noqa: BLE001 - raised again by the reading side, never lost
             failure.append(exc)
 
@@ -124,6 +122,24 @@ def stream(source: Source, on_packed: Callable[[int], None] | None = None) -> It
     packer.join()
     if failure:
         raise failure[0]
+
+
+def _pack(source: Source, out: IO[bytes], on_packed: Callable[[int], None] | None) -> None:
+    try:
+        with (gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0) as zipped,
+              tarfile.open(fileobj=zipped, mode="w|") as tar):
+            for path, name in source.entries:
+                info = tar.gettarinfo(path, arcname=name)
+                if info.isreg():
+                    with path.open("rb") as file:
+                        tar.addfile(info, _Counted(file, on_packed))
+                else:
+                    tar.addfile(info)
+    except BrokenPipeError:
+        raise
+    except (OSError, tarfile.TarError) as exc:
+        reason = f"{exc.filename or ''}: {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PackError(reason) from exc
 
 
 class _Counted:
