@@ -9,8 +9,6 @@ Every failure is a `RunixAPIError(status, code, message, retry_after)`; a server
 subclass `RunixConnectionError` (status 0). Reads (GET) that meet a 429 wait for `Retry-After` and try again.
 """
 
-from __future__ import annotations
-
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -201,7 +199,7 @@ class RunixClient:
         verify = not self.api_url.startswith("http://")
         self.http = httpx.Client(base_url=self.api_url, headers=headers, timeout=timeout, verify=verify)
 
-    def __enter__(self) -> RunixClient:
+    def __enter__(self) -> "RunixClient":
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -342,13 +340,13 @@ class RunixClient:
                 return events
             since = batch[-1]["id"]
 
-    def follow_events(self, deployment_id: str) -> EventStream:
+    def follow_events(self, deployment_id: str) -> "EventStream":
         """The log as it happens (server-sent events), until the deployment settles; iterate over it for the
         events, then read its `status`. A dropped connection is resumed after the last event seen
         (Last-Event-ID), so no line is shown twice or lost."""
         return EventStream(self, deployment_id)
 
-    def _follow(self, deployment_id: str, stream: EventStream) -> Iterator[DeploymentEvent]:
+    def _follow(self, deployment_id: str, stream: "EventStream") -> Iterator[DeploymentEvent]:
         last_id: str | None = None
         for attempt in range(6):
             headers = {"Accept": "text/event-stream"}

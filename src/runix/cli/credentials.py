@@ -8,17 +8,27 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 
 
-class Credentials(NamedTuple):  # not a dataclass: `runix deploy` would load `inspect` at start-up for it
-    api_url: str
-    token: str
-    token_id: str | None = None
-    email: str | None = None
-    created_at: str | None = None
+class Credentials:
+    """A saved (or RUNIX_TOKEN) token and its API. A plain class: a dataclass or NamedTuple generates and compiles
+    code when defined, ~1 ms of every `runix deploy` start."""
+
+    FIELDS = ("api_url", "token", "token_id", "email", "created_at")
+    __slots__ = FIELDS
+
+    def __init__(self, api_url: str, token: str, token_id: str | None = None, email: str | None = None,
+                 created_at: str | None = None):
+        self.api_url = api_url
+        self.token = token
+        self.token_id = token_id
+        self.email = email
+        self.created_at = created_at
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {name: getattr(self, name) for name in self.FIELDS}
 
 
 def config_dir() -> Path:
@@ -33,7 +43,7 @@ def credentials_path() -> Path:
 def read_file() -> Credentials | None:
     try:
         data = json.loads(credentials_path().read_text())
-        return Credentials(**{k: data.get(k) for k in Credentials._fields})
+        return Credentials(**{k: data.get(k) for k in Credentials.FIELDS})
     except (OSError, ValueError, TypeError, AttributeError):
         return None
 
@@ -73,7 +83,7 @@ def save(url: str, token: str, token_id: str | None = None, email: str | None = 
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         os.fchmod(handle.fileno(), 0o600)
-        json.dump(data._asdict(), handle, indent=2)
+        json.dump(data.as_dict(), handle, indent=2)
         handle.write("\n")
     os.replace(partial, path)
     return path

@@ -15,7 +15,7 @@ import tarfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, Any
 
 ALWAYS_SKIPPED = frozenset({".git", "node_modules", ".venv", ".runix"})
 IGNORE_FILES = (".gitignore", ".runixignore")
@@ -23,12 +23,16 @@ CHUNK_BYTES = 64 * 1024
 INLINE_BYTES = 1024 * 1024
 
 
-class Source(NamedTuple):
-    """What will be uploaded: (path, name in the archive) of each entry, the count of files and their total size."""
+class Source:
+    """What will be uploaded: (path, name in the archive) of each entry, the count of files and their total size.
+    (A plain class: a NamedTuple compiles code when defined, ~1 ms of every deploy's start.)"""
 
-    entries: list[tuple[Path, str]]
-    files: int
-    bytes: int
+    __slots__ = ("entries", "files", "bytes")
+
+    def __init__(self, entries: list[tuple[Path, str]], files: int, size: int):
+        self.entries = entries
+        self.files = files
+        self.bytes = size
 
 
 def _ignore_specs(folder: Path, prefix: str) -> list[tuple[str, Any]]:
