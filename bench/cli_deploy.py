@@ -41,6 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support import RUNIX, running_server  # noqa: E402
 
+CLOSED_API = "http://127.0.0.1:9"  # the discard port: nothing listens there
+
 CLI_SHELL = """set -euo pipefail
 url=$("$RUNIX" deploy --prod "$FOLDER")
 curl -sfS -o /dev/null "$url"
@@ -106,11 +108,22 @@ def deploy_in_process(api: httpx.Client, router: httpx.Client, folder: Path, pro
     return time.perf_counter() - started
 
 
-def python_start(code: str) -> float:
-    """A fresh Python process that runs `code` and exits: the floor under any Python client started from a shell."""
+def python_start() -> float:
+    """A fresh `python -c pass`: the floor under any Python program started from a shell."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
     return time.perf_counter() - started
+
+
+def cli_start(env: dict[str, str]) -> float:
+    """`runix deploy` against an API that refuses the connection: the CLI's own cost (start-up, imports, packing,
+    the error, exit) with no server work in it."""
+    started = time.perf_counter()
+    result = subprocess.run([RUNIX, "deploy", "--prod", env["FOLDER"]], env={**env, "RUNIX_API_URL": CLOSED_API},
+                            capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 1 and "Could not reach" in result.stderr, result.stderr
+    return elapsed
 
 
 def main() -> None:
@@ -156,14 +169,14 @@ def main() -> None:
             "httpx": lambda: deploy_in_process(api, router, folders["bench-httpx"], "bench-httpx"),
         }
         times: dict[str, list[float]] = {name: [] for name in sides}
-        bare, with_httpx = [], []
+        bare, cli_alone = [], []
         order = list(sides)
         for _ in range(args.runs):
             for name in order:
                 times[name].append(sides[name]())
             order = order[1:] + order[:1]
-            bare.append(python_start("pass"))
-            with_httpx.append(python_start("import httpx"))
+            bare.append(python_start())
+            cli_alone.append(cli_start(cli_env))
         router.close()
 
     def ratio(a: str, b: str) -> float:
@@ -175,8 +188,9 @@ def main() -> None:
     print(f"  CLI shell:   `runix deploy --prod` + curl the URL           {ms['cli']:6.0f} ms")
     print(f"  curl shell:  tar + curl POST + curl -N events + curl URL  {ms['curl']:6.0f} ms   (baseline)")
     print(f"  httpx, in this warm process (no start-up):                {ms['httpx']:6.0f} ms   (secondary)")
-    print(f"  for scale: a fresh `python -c pass` {statistics.median(bare) * 1000:.0f} ms, "
-          f"`python -c 'import httpx'` {statistics.median(with_httpx) * 1000:.0f} ms")
+    scale = {"bare": statistics.median(bare) * 1000, "alone": statistics.median(cli_alone) * 1000}
+    print(f"  for scale: a fresh `python -c pass`                        {scale['bare']:6.0f} ms")
+    print(f"             `runix deploy` to a closed port (CLI cost alone) {scale['alone']:6.0f} ms")
     print(f"  ratio CLI shell / curl shell:          {ratio('cli', 'curl'):.2f}x   (target < 1.3x)")
     print(f"  ratio CLI shell / httpx warm process:  {ratio('cli', 'httpx'):.2f}x   (secondary)")
     print(f"  ratio curl shell / httpx warm process: {ratio('curl', 'httpx'):.2f}x   (secondary)")
