@@ -63,3 +63,40 @@ def test_line_budget_keeps_a_second_worth_of_lines_and_reports_the_rest() -> Non
     time.sleep(1.0 - time.monotonic() % 1 + 0.01)
     assert budget.admit("dpl_a") == (True, 50)
     assert budget.admit("dpl_a") == (True, 0)
+
+
+def test_runtime_stops_apps_caught_mid_start_at_once(tmp_path) -> None:  # noqa: ANN001
+    """Apps still starting when the server stops (e.g. right after a restart) are ended, without waiting."""
+    import os
+
+    import uvloop
+
+    from runix.pipeline.runtime import AppSpec, AppState
+    from runix.pipeline.runtime.local import LocalRuntime
+
+    (tmp_path / "app").mkdir()
+    command = "echo starting; sleep 0.3; exec python3 -m http.server $PORT --bind 127.0.0.1"
+
+    async def scenario() -> None:
+        runtime = LocalRuntime(on_log=lambda *_: None, on_port=lambda *_: None)
+        starts = []
+        for i in range(6):
+            spec = AppSpec(f"dpl_{i}", tmp_path, tmp_path / "app", command, {"PATH": "/usr/bin:/bin"})
+            starts.append(asyncio.create_task(runtime.start(spec)))
+            await asyncio.sleep(0.08)
+        states = {runtime.status(f"dpl_{i}") for i in range(6)}
+        pids = [app.proc.pid for app in runtime._apps.values() if app.proc]
+        started = time.monotonic()
+        await runtime.stop_all()
+        assert time.monotonic() - started < 2.0, states
+        assert runtime.running() == [] and AppState.STARTING in states
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                raise AssertionError(f"process {pid} survived")
+            except ProcessLookupError:
+                pass
+        await asyncio.gather(*starts, return_exceptions=True)
+
+    for _ in range(3):
+        uvloop.run(scenario())

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,11 +102,26 @@ class Deployer:
             self.ctx.route_listeners.remove(self.routes_changed)
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.queue.stop()
-        await self.router.stop()
-        await self.runtime.stop_all()
-        await self.events.stop()
+        # Each part gets a bounded time, so one that hangs cannot keep the server from stopping.
+        await self._stop_part("background tasks", asyncio.gather(*self._tasks, return_exceptions=True), 5)
+        await self._stop_part("build queue", self.queue.stop(), 15)
+        await self._stop_part("router", self.router.stop(), 5)
+        await self._stop_part("apps", self.runtime.stop_all(), 10)
+        await self._stop_part("event store", self.events.stop(), 5)
+
+    @staticmethod
+    async def _stop_part(name: str, stopping: Awaitable[Any], timeout: float) -> None:
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout):
+                await stopping
+        except TimeoutError:
+            log.warning("stopping took too long; going on", part=name, seconds=timeout)
+        except Exception:
+            log.exception("stopping failed", part=name)
+        else:
+            if time.monotonic() - started > 1.0:
+                log.warning("stopping was slow", part=name, seconds=round(time.monotonic() - started, 1))
 
     def _recover_rows(self) -> tuple[list[BuildJob], list[str]]:
         """After a restart: queued deployments are queued again; those the server died building end in ERROR."""

@@ -303,7 +303,8 @@ class EventStore:
                 return
             while True:
                 try:
-                    message = await asyncio.wait_for(queue.get(), keepalive)
+                    async with asyncio.timeout(keepalive):
+                        message = await queue.get()
                 except TimeoutError:
                     status = await asyncio.to_thread(self._status, deployment_id)
                     if status is None or status in SETTLED:  # settled while a message was lost, or deleted

@@ -37,14 +37,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 async def answers_http(host: str, port: int, timeout: float = 2.0) -> bool:
     """True when something on host:port answers an HTTP request with a status line (any status)."""
+    # asyncio.timeout rather than wait_for: on Python 3.11 wait_for can swallow a cancellation (stop() then waits on).
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
     except (OSError, TimeoutError):
         return False
     try:
         writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: runix-health\r\nConnection: close\r\n\r\n")
         await writer.drain()
-        first = await asyncio.wait_for(reader.readline(), timeout)
+        async with asyncio.timeout(timeout):
+            first = await reader.readline()
         return first.startswith(b"HTTP/")
     except (OSError, TimeoutError, asyncio.IncompleteReadError):
         return False
@@ -101,10 +104,10 @@ class LocalRuntime:
         if app is None:
             return
         app.wanted = False
-        if app.supervisor:
+        # Cancel until the supervisor is done: a cancellation can be lost inside library code.
+        while app.supervisor and not app.supervisor.done():
             app.supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await app.supervisor
+            await asyncio.wait({app.supervisor}, timeout=1.0)
         if self._apps.get(deployment_id) is app:
             del self._apps[deployment_id]
 
@@ -123,14 +126,21 @@ class LocalRuntime:
         return [d for d, app in self._apps.items() if app.state is not AppState.STOPPED]
 
     async def stop_all(self) -> None:
-        await asyncio.gather(*(self.stop(d) for d in list(self._apps)), return_exceptions=True)
+        async def timed_stop(deployment_id: str) -> None:
+            started, state = time.monotonic(), self.status(deployment_id)
+            await self.stop(deployment_id)
+            if time.monotonic() - started > 3:
+                log.warning("slow app stop", deployment_id=deployment_id, state=state,
+                            seconds=round(time.monotonic() - started, 1))
+
+        await asyncio.gather(*(timed_stop(d) for d in list(self._apps)), return_exceptions=True)
 
     # Keeping one app alive
     async def _supervise(self, app: _App) -> None:
         """Starts the app, then restarts it whenever it exits, until stop() cancels this task."""
         delay = BACKOFF_FIRST
         try:
-            while True:
+            while app.wanted:
                 started = time.monotonic()
                 try:
                     await self._launch(app)
@@ -162,11 +172,15 @@ class LocalRuntime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
         except asyncio.CancelledError:
-            await self._terminate(app)
-            app.state = AppState.STOPPED
-            app.port = None
-            app.up.set()
+            await self._stopped(app)
             raise
+        await self._stopped(app)  # stop() was asked and its cancellation got lost on the way
+
+    async def _stopped(self, app: _App) -> None:
+        await self._terminate(app)
+        app.state = AppState.STOPPED
+        app.port = None
+        app.up.set()
 
     async def _launch(self, app: _App) -> None:
         """Starts the process and waits for its first HTTP answer on PORT; raises AppFailed (process gone) if none."""
@@ -178,11 +192,17 @@ class LocalRuntime:
                                  writable=[], readonly=[spec.release_dir], env=env, cwd=spec.app_dir,
                                  network=True, enabled=self.sandbox_enabled)
         limits = sandbox.resource_limits(self.memory_bytes, self.max_processes, self.max_open_files)
+        spawning = asyncio.ensure_future(asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=limits,
+            env=env if not self.sandbox_enabled else None, cwd=spec.app_dir))
         try:
-            app.proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=limits,
-                env=env if not self.sandbox_enabled else None, cwd=spec.app_dir)
+            app.proc = await asyncio.shield(spawning)
+        except asyncio.CancelledError:
+            # Stopped while the process was being made: keep hold of it so that stopping also ends it.
+            with contextlib.suppress(Exception):
+                app.proc = await spawning
+            raise
         except OSError as exc:
             raise AppFailed(f"The app could not be started: {exc}", list(app.lines)) from exc
         assert app.proc.stdout is not None and app.proc.stderr is not None
@@ -190,6 +210,8 @@ class LocalRuntime:
                      asyncio.create_task(self._pump(app, app.proc.stderr, "stderr"))]
         deadline = time.monotonic() + self.health_timeout
         while True:
+            if not app.wanted:
+                raise asyncio.CancelledError
             if app.proc.returncode is not None:
                 await self._finish_pumps(app)
                 raise AppFailed(f"The app exited with code {app.proc.returncode} before it answered HTTP on PORT",
@@ -215,7 +237,8 @@ class LocalRuntime:
 
     async def _finish_pumps(self, app: _App) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.gather(*app.pumps, return_exceptions=True), 2.0)
+            async with asyncio.timeout(2.0):
+                await asyncio.gather(*app.pumps, return_exceptions=True)
         app.pumps = []
 
     async def _terminate(self, app: _App) -> None:
@@ -226,12 +249,16 @@ class LocalRuntime:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), STOP_GRACE_SECONDS)
+                async with asyncio.timeout(STOP_GRACE_SECONDS):
+                    await proc.wait()
         # Whatever is left of the group (the leader gone, a child still there) goes too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
         for task in app.pumps:
             task.cancel()
         app.pumps = []
+        # wait() also waits for the output pipes to close, which a stray process could hold open: bounded.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_GRACE_SECONDS):
+                await proc.wait()
 
