@@ -72,7 +72,7 @@ def test_deploy_start_up_leaves_the_unused_modules_unrun() -> None:
         import os, sys
         sys.argv = ["runix", "deploy"]
         os.environ["RUNIX_TOKEN"] = "t"
-        os.environ["RUNIX_API_URL"] = "http://127.0.0.1:9"
+        os.environ["RUNIX_API_URL"] = "http://api.runix.test:9"  # a name: an IP address would load ipaddress
         from runix.cli import deferred
         deferred.install()
         from runix.cli.common import connect

@@ -24,13 +24,16 @@ DEFERRED = frozenset({
     "anyio",  # httpcore: the async backend
     "email.parser",  # http.client: parsing headers, which h11 does for httpx
     "email.header", "email.quoprimime", "email.base64mime",  # email: encoding headers and bodies
+    "tokenize", "linecache",  # inspect: reading source code
+    "ipaddress",  # httpx: IP-address hosts (an API at 127.0.0.1 loads it at once; one with a name never does)
     "traceback",  # logging: formatting exceptions (a failing deploy loads it when it needs it)
     "locale",  # calendar: localised month names
     "shutil",  # tempfile, tarfile: not used to pack (it loads bz2 and lzma only to see if they exist)
     "selectors",  # socket: sendfile
 })
 # Not deferrable, though only their importers' unused parts need them: hashlib (httpx's DigestAuth class body),
-# inspect (dataclasses, which h11 uses), copy (tarfile copies each member's header).
+# inspect (dataclasses, which h11 uses), copy (tarfile copies each member's header), email.encoders and quopri
+# (from-imported by email.charset), datetime (calendar's module body).
 
 _lock = _thread.RLock()
 _running: set[str] = set()
