@@ -131,6 +131,7 @@ class Deployer:
                 deployment_service.transition(s, deployment_id, IN_PROGRESS, "ERROR", finished_at=utcnow(),
                                               error="Interrupted by a server restart: deploy again")
                 self._system(deployment_id, "Interrupted by a server restart")
+                releases.remove_release(self.ctx.layout, deployment_id)  # whatever the build had made of it
             rows = s.execute(select(Deployment.id, Deployment.account_id, Account.plan)
                              .join(Account, Account.id == Deployment.account_id)
                              .where(Deployment.status == "QUEUED").order_by(Deployment.id)).all()

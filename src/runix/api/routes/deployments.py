@@ -21,7 +21,7 @@ from runix.services import deployments
 router = APIRouter(prefix="/deployments", tags=["deployments"], responses=AUTHED)
 
 
-@router.post("", status_code=201, response_model=DeploymentPublic, responses=responses(409))
+@router.post("", status_code=201, response_model=DeploymentPublic)
 def create_deployment(
     account: CurrentAccount, ctx: Ctx, db: Db,
     project: Annotated[str, Form(min_length=1, max_length=100, description="Project name or id")],
