@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from tests.api_support import error
 from tests.support import Account
 
@@ -45,3 +47,13 @@ def test_changing_plan_changes_the_limits(account: Account) -> None:
     assert r.status_code == 200 and r.json()["limits"]["projects"] is None
     error(c.put("/billing/plan", json={"plan": "gold"}), 400, "VALIDATION_ERROR")
     error(c.put("/billing/plan", json={}), 400, "VALIDATION_ERROR")
+
+
+def test_concurrent_creates_stop_at_the_plan_limit(account: Account) -> None:
+    for i in range(8):
+        assert account.client.post("/projects", json={"name": f"p{i}"}).status_code == 201
+    with ThreadPoolExecutor(6) as pool:
+        statuses = sorted(pool.map(lambda i: account.client.post("/projects", json={"name": f"q{i}"}).status_code,
+                                   range(6)))
+    assert statuses == [201, 201, 403, 403, 403, 403]
+    assert account.client.get("/billing").json()["usage"]["projects"] == 10

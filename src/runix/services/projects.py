@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -87,10 +88,13 @@ def _free_slug(s: Session, name: str) -> str:
 def create(ctx: Runix, s: Session, account: Account, body: ProjectCreate) -> Project:
     name = names.project_name(body.name)
     limit = get_plan(account.plan).projects
-    if limit is not None and count(s, account) >= limit:
-        raise Forbidden(f"Your {account.plan} plan allows {limit} projects. Delete one or change plan (GET /billing).")
     settings = {f: _clean(getattr(body, f)) for f in SETTINGS_FIELDS}
     for _ in range(3):
+        # The account's row lock (a no-op write) until commit: concurrent creates cannot all pass the plan's limit.
+        s.execute(sql_update(Account).where(Account.id == account.id).values(plan=Account.plan))
+        if limit is not None and count(s, account) >= limit:
+            raise Forbidden(f"Your {account.plan} plan allows {limit} projects. Delete one or change plan "
+                            "(GET /billing).")
         if s.scalar(select(Project.id).where(Project.account_id == account.id, Project.name == name)):
             raise Conflict(f"You already have a project named '{name}'")
         project = Project(id=new_id("prj"), account_id=account.id, name=name, slug=_free_slug(s, name), **settings)
