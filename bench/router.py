@@ -148,8 +148,8 @@ def main() -> None:
             for url in targets.values():  # warm up: imports, pools, JIT-free but caches all the same
                 wrk(url, connections=args.connections, seconds=1, headers=headers, cpus=client_cpus)
             runs: dict[str, list[WrkResult]] = {name: [] for name in targets}
-            # CPU microseconds per request spent by the app and by the proxy: what the machine's cores go to.
-            cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
+            # CPU microseconds per request spent by the app, the proxy and wrk: what the machine's cores go to.
+            cpu: dict[str, list[tuple[float, float, float]]] = {name: [] for name in targets}
             # CPU the rest of the machine (other people's work) took during each round, in cores.
             others: list[float] = []
             for _ in range(args.rounds):
@@ -162,11 +162,11 @@ def main() -> None:
                         url, connections=args.connections, seconds=args.seconds, headers=headers, cpus=client_cpus
                     )
                     after = [tree_cpu_seconds(pid) if pid else 0.0 for pid in watched]
-                    ours = sum(after) - sum(before) + children_cpu_seconds() - wrk_cpu
-                    foreign += machine_busy_seconds() - busy - ours
+                    wrk_cpu = children_cpu_seconds() - wrk_cpu
+                    foreign += machine_busy_seconds() - busy - (sum(after) - sum(before) + wrk_cpu)
                     runs[name].append(result)
                     app_us, proxy_us = ((b - a) * 1e6 / result.requests for a, b in zip(before, after, strict=True))
-                    cpu[name].append((app_us, proxy_us))
+                    cpu[name].append((app_us, proxy_us, wrk_cpu * 1e6 / result.requests))
                 others.append(max(0.0, foreign) / (time.monotonic() - started))
 
     table = {name: summarize(found) for name, found in runs.items()}
@@ -181,10 +181,16 @@ def main() -> None:
         f"{'median':8} {'req/s':>9} {'ratio':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
         f"{'app CPU us/req':>15} {'proxy CPU us/req':>17}"
     )
+    capacity: dict[str, float] = {}
     for name, result in table.items():
         ratio = result.requests_per_second / table["direct"].requests_per_second
-        app_us = statistics.median(a for a, _ in cpu[name])
-        proxy_us = statistics.median(p for _, p in cpu[name])
+        app_us, proxy_us, wrk_us = (statistics.median(run[i] for run in cpu[name]) for i in range(3))
+        # What the CPU costs allow on this machine with nothing else running: the app has one core at most, and
+        # shares the rest with wrk and the proxy (or, pinned, wrk and the proxy share the other cores).
+        if client_cpus:
+            capacity[name] = min(1e6 / app_us, len(client_cpus) * 1e6 / (proxy_us + wrk_us))
+        else:
+            capacity[name] = min(1e6 / app_us, len(cpus) * 1e6 / (app_us + proxy_us + wrk_us))
         print(
             f"{name:8} {result.requests_per_second:9.0f} {ratio:6.2f}x {result.p50_ms:8.2f} {result.p99_ms:8.2f} "
             f"{result.errors:7d} {app_us:15.0f} {proxy_us if name != 'direct' else float('nan'):17.0f}"
@@ -203,6 +209,11 @@ def main() -> None:
             f"(median of rounds: {', '.join(f'{r:.2f}' for r in ratios)}); in the quietest round "
             f"{ratios[quietest]:.2f}x, added p99 {added[quietest]:+.2f} ms"
         )
+    print(
+        "from CPU per request alone (no neighbours): "
+        + ", ".join(f"{name} {capacity[name] / capacity['direct']:.2f}x" for name in proxies)
+        + " of direct"
+    )
     print("targets: router >= 0.80x direct, added p99 < 2 ms; the aim is nginx's ratio")
 
 
