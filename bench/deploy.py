@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -37,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from tests.support import RunixServer, free_port, running_server  # noqa: E402
 
 POLL_SECONDS = 0.005
+IDLE_SECONDS = 2
 STATIC_SERVER = ["sh", "-c", 'exec python3 -m http.server "$PORT" --bind 127.0.0.1']
 UV = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
 
@@ -109,6 +111,18 @@ class Platform:
             phase(f"{label} Runix: start until healthy and routed", stamp["ready_at"] - stamp["build_finished_at"])
         return total, deployment
 
+    def wake_after_sleep(self, project: str, archive: bytes) -> float:
+        """Seconds from the first request to a preview deployment that went to sleep until its answer."""
+        r = self.api.post("/deployments", data={"project": project, "target": "preview"},
+                          files={"source": ("source.tar.gz", archive, "application/gzip")})
+        deployment_id = r.json()["id"]
+        while "Asleep after" not in str(self.api.get(f"/deployments/{deployment_id}/events").json()):
+            time.sleep(0.2)
+        host = urlsplit(self.api.get(f"/deployments/{deployment_id}").json()["url"]).hostname
+        started = time.perf_counter()
+        assert self.router.get("/", headers={"Host": host}).status_code == 200
+        return time.perf_counter() - started
+
     def rollback(self, project: str, deployment_id: str, expect: bytes) -> float:
         started = time.perf_counter()
         assert self.api.post(f"/deployments/{deployment_id}/promote").status_code == 200
@@ -168,7 +182,8 @@ def main() -> None:
     runs = parser.parse_args().runs
     flask_archive = tar_folder(ROOT / "examples" / "flask")
     static_archive = tar_folder(ROOT / "examples" / "static")
-    with tempfile.TemporaryDirectory(prefix="runix-bench-") as tmp, running_server(Path(tmp)) as server:
+    with (tempfile.TemporaryDirectory(prefix="runix-bench-") as tmp,
+          running_server(Path(tmp), RUNIX_IDLE_TIMEOUT=str(IDLE_SECONDS)) as server):
         platform = Platform(server)
         cache = server.data_dir / "cache" / "uv"
         flask = platform.project("bench-flask")
@@ -190,6 +205,7 @@ def main() -> None:
             platform.rollback(static, new["id"], b"new")
         median = {k: statistics.median(v) for k, v in results.items()}
         rollback = statistics.median(rollbacks)
+        wakes = [platform.wake_after_sleep(flask, flask_archive) for _ in range(3)]
 
     flask_ratio = median["flask"] / median["flask_hand"]
     static_ratio = median["static"] / median["static_hand"]
@@ -199,6 +215,8 @@ def main() -> None:
           f"{median['static_hand']:.3f} s -> {static_ratio:.2f}x")
     print(f"rollback (promote until the production URL serves the older deployment): {rollback * 1000:.0f} ms "
           "(target < 1 s)")
+    print(f"wake of a sleeping examples/flask deployment (first request until its answer): "
+          f"{statistics.median(wakes) * 1000:.0f} ms (median of {len(wakes)})")
     print(f"(median of {runs} runs; where the time goes, medians:)")
     for name, values in sorted(PHASES.items()):
         print(f"  {name}: {statistics.median(values) * 1000:.0f} ms")
