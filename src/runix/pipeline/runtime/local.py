@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -55,6 +56,16 @@ async def answers_http(host: str, port: int, timeout: float = 2.0) -> bool:
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_server() -> None:
+    """In the child before exec: the kernel kills the app if the server dies without stopping it (a crash, a
+    SIGKILL), so no app outlives it holding a port. Under bubblewrap its --die-with-parent does the same inside."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 @dataclass
@@ -192,9 +203,14 @@ class LocalRuntime:
                                  writable=[], readonly=[spec.release_dir], env=env, cwd=spec.app_dir,
                                  network=True, enabled=self.sandbox_enabled)
         limits = sandbox.resource_limits(self.memory_bytes, self.max_processes, self.max_open_files)
+
+        def prepare_child() -> None:
+            limits()
+            _die_with_server()
+
         spawning = asyncio.ensure_future(asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=limits,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=prepare_child,
             env=env if not self.sandbox_enabled else None, cwd=spec.app_dir))
         try:
             app.proc = await asyncio.shield(spawning)
