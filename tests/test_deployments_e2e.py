@@ -439,7 +439,7 @@ def test_zz_server_restart_brings_ready_apps_back_and_resumes_or_fails_builds(
     new_project(user, "phoenix")
     production = deploy(user, "phoenix", stdlib_app("v1"))
     preview = deploy(user, "phoenix", stdlib_app("v2"), target="preview")
-    new_project(user, "resumed", build_command="sleep 1; echo built")
+    new_project(user, "resumed", build_command="sleep 3; echo built")
     resumed = upload(user, "resumed", stdlib_app("r1")).json()["id"]
     wait_status(user, resumed, "BUILDING")
 
