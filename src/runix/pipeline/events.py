@@ -175,7 +175,10 @@ class EventStore:
         self._wake: asyncio.Event | None = None
         self._flushed: asyncio.Condition | None = None
         self._task: asyncio.Task | None = None
-        self._written = 0  # batches written, for flush() to wait on
+        # Lines emitted and lines stored+published so far: flush() waits for the second to reach the first. (Counting
+        # batches instead would let a batch already being written satisfy a flush that its lines are not in.)
+        self._emitted = 0
+        self._done = 0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -198,6 +201,7 @@ class EventStore:
         line = _Pending(deployment_id, time.time(), type_, stream, text.rstrip("\r\n")[:MAX_LINE])
         with self._lock:
             self._pending.append(line)
+            self._emitted += 1
         self._poke()
 
     def _poke(self) -> None:
@@ -217,12 +221,12 @@ class EventStore:
         if self._flushed is None:
             return
         with self._lock:
-            if not self._pending:
-                return
-        target = self._written + 1
+            target = self._emitted
+        if self._done >= target:
+            return
         self._poke()
         async with self._flushed:
-            await self._flushed.wait_for(lambda: self._written >= target)
+            await self._flushed.wait_for(lambda: self._done >= target)
 
     async def settled(self, deployment_id: str, status: str) -> None:
         """Tells live followers the deployment reached a final status (after its last line was published)."""
@@ -248,7 +252,7 @@ class EventStore:
                 events = []
             for event in events:
                 await self._publish(event.deployment_id, {"event": event.public()})
-        self._written += 1
+        self._done += len(batch)
         if self._flushed is not None:
             async with self._flushed:
                 self._flushed.notify_all()
