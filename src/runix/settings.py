@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     apps_domain: str = Field("localhost", description="Apps are served at <project>.<apps domain>.")
     runtime: str = Field("local", description="Where apps run: local (bubblewrap) or docker.")
     router: str = Field("embedded", description="Who serves app traffic: embedded or caddy.")
+    router_https_port: int | None = Field(None, description="With the caddy router: also serve HTTPS on this port.")
     max_upload_bytes: int = Field(100 * 1024 * 1024, description="Largest compressed source archive.")
     max_unpacked_bytes: int = Field(1024 * 1024 * 1024, description="Largest unpacked source archive.")
     max_source_files: int = Field(20_000, description="Most files in a source archive.")

@@ -28,7 +28,7 @@ from runix.errors import Conflict, NotFound
 from runix.pipeline import release as releases
 from runix.pipeline.build import BuildFailed, ProjectBuildSettings, Release
 from runix.pipeline.events import EventStore, LineBudget, make_hub
-from runix.pipeline.router import EmbeddedRouter, Router, Upstream
+from runix.pipeline.router import Router, Upstream, make_router
 from runix.pipeline.runtime import AppFailed, AppSpec, Runtime, make_runtime
 from runix.pipeline.worker import BuildJob, BuildQueue
 from runix.plans import get_plan
@@ -61,8 +61,10 @@ class Deployer:
         self.host = "127.0.0.1"
         self.events = events or EventStore(ctx.db, make_hub(settings.redis_url))
         self.line_budget = LineBudget()
-        self.router: Router = router or EmbeddedRouter(settings.host, settings.router_port, waker=self.wake,
-                                                       wake_timeout=settings.health_timeout)
+        self.router: Router = router or make_router(
+            settings.router, settings.host, settings.router_port, waker=self.wake,
+            wake_timeout=settings.health_timeout, state_dir=ctx.layout.root / "caddy",
+            https_port=settings.router_https_port)
         self.runtime: Runtime = runtime or make_runtime(
             settings.runtime, on_log=self._app_log, on_port=self._app_port,
             health_timeout=settings.health_timeout, memory_bytes=settings.app_memory_mb * 1024 * 1024,
