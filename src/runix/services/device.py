@@ -83,16 +83,26 @@ def pending_by_user_code(s: Session, user_code: str) -> DeviceAuthorization:
     if row is None or row.expires_at <= utcnow():
         raise NotFound("That code is unknown or has expired. Run `runix login --web` again for a new one.")
     if row.status != "pending":
-        raise Conflict(f"That code was already {row.status}. Run `runix login --web` again for a new one.")
+        raise _already_decided(row)
     return row
+
+
+def _already_decided(row: DeviceAuthorization) -> Conflict:
+    return Conflict(f"That code was already {row.status}. Run `runix login --web` again for a new one.")
 
 
 def decide(s: Session, account: Account, user_code: str, approve: bool) -> DeviceAuthorization:
     """Approves (for this account) or denies the device login showing `user_code`."""
     row = pending_by_user_code(s, user_code)
-    row.status = "approved" if approve else "denied"
-    row.account_id = account.id if approve else None
+    # Compare-and-set: of two decisions at the same moment only one lands (the other gets the 409 it would get later).
+    decided = s.execute(update(DeviceAuthorization)
+                        .where(DeviceAuthorization.id == row.id, DeviceAuthorization.status == "pending")
+                        .values(status="approved" if approve else "denied",
+                                account_id=account.id if approve else None)).rowcount
     s.commit()
+    s.refresh(row)
+    if not decided:
+        raise _already_decided(row)
     return row
 
 
