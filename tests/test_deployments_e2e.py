@@ -176,6 +176,15 @@ def test_each_example_deploys_and_answers_through_the_router(examples: dict[str,
         assert own.text == production.text
 
 
+def test_build_caches_are_kept_per_account(examples: dict[str, dict], deploy_server: RunixServer) -> None:
+    """A build can write to its download cache, so another account's build must never read that cache."""
+    owner_id = examples["flask"]["owner"].client.get("/user").json()["id"]
+    for tool, example in (("uv", "flask"), ("npm", "express")):
+        tool_cache = deploy_server.data_dir / "cache" / tool
+        assert (tool_cache / owner_id).is_dir() and any((tool_cache / owner_id).iterdir()), (tool, example)
+        assert {p.name for p in tool_cache.iterdir() if p.name.startswith("usr_")} == {owner_id}
+
+
 def test_env_var_of_the_project_is_visible_to_the_app(examples: dict[str, dict], router: Router) -> None:
     for name in ("flask", "express"):
         r = router.get(f"ex-{name}.localhost", "/env")

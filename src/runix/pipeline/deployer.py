@@ -45,6 +45,7 @@ WARM_START_PARALLEL = 4
 class _Job:
     deployment_id: str
     project_id: str
+    account_id: str
     target: str
     archive: Any
     settings: ProjectBuildSettings
@@ -208,7 +209,8 @@ class Deployer:
         try:
             release = await releases.build_release(
                 self.ctx.layout, self.settings, deployment_id, job.archive, job.settings, job.env,
-                lambda stream, line: self.events.emit(deployment_id, "build", line, stream))
+                lambda stream, line: self.events.emit(deployment_id, "build", line, stream),
+                cache_scope=job.account_id)  # one account's builds never read what another's wrote to a cache
             if not await self._move(deployment_id, ("BUILDING",), "DEPLOYING", build_finished_at=utcnow(),
                                     build_kind=release.kind, start_command=release.start_command):
                 await self._discard(deployment_id)
@@ -389,7 +391,7 @@ class Deployer:
                 return None
             project = s.get(Project, deployment.project_id)
             assert project is not None
-            return _Job(deployment_id, project.id, deployment.target,
+            return _Job(deployment_id, project.id, deployment.account_id, deployment.target,
                         self.ctx.layout.source_archive(deployment.source_sha256),
                         ProjectBuildSettings.from_project(project), deployment_service.env_of(self.ctx, deployment),
                         deployment_service.host_label(project.slug, deployment.id))
