@@ -264,24 +264,24 @@ class EventStore:
             log.exception("could not publish a deployment event")
 
     def _insert(self, batch: list[_Pending]) -> list[Event]:
-        rows = [DeploymentEvent(deployment_id=p.deployment_id, created_at=p.created_at, type=p.type,
-                                stream=p.stream, text=p.text) for p in batch]
         try:
-            with self.db.session() as s:
-                s.add_all(rows)
-                s.flush()
-                return [Event.from_row(r) for r in rows]
+            return self._insert_rows(batch)
         except Exception:
             # Most likely a deployment deleted while it still logged: keep the lines of the others.
             kept = []
             for p in batch:
-                with contextlib.suppress(Exception), self.db.session() as s:
-                    row = DeploymentEvent(deployment_id=p.deployment_id, created_at=p.created_at, type=p.type,
-                                          stream=p.stream, text=p.text)
-                    s.add(row)
-                    s.flush()
-                    kept.append(Event.from_row(row))
+                with contextlib.suppress(Exception):
+                    kept += self._insert_rows([p])
             return kept
+
+    def _insert_rows(self, batch: list[_Pending]) -> list[Event]:
+        """Stores the lines in one transaction (all or none) and returns them with their ids."""
+        rows = [DeploymentEvent(deployment_id=p.deployment_id, created_at=p.created_at, type=p.type,
+                                stream=p.stream, text=p.text) for p in batch]
+        with self.db.session() as s:
+            s.add_all(rows)
+            s.flush()
+            return [Event.from_row(r) for r in rows]
 
     # Reading
     def list(self, deployment_id: str, since: int | None = None, limit: int = 1000) -> list[Event]:
