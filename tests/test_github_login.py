@@ -94,6 +94,13 @@ def test_github_identity_links_to_the_account_with_the_same_email(gh_server: Run
     assert me["id"] == account_id
 
 
+def test_the_page_to_return_to_may_hold_a_bar(gh_server: RunixServer, github: FakeGitHub) -> None:
+    # The state cookie keeps state|expires|next: a "|" in next must not break the sign-in.
+    _, r = sign_in_through_github(gh_server, github, GitHubUser(id=2020, login="barred", email="bar@example.com"),
+                                  next_path="/dashboard/projects?q=a|b")
+    assert r.status_code == 302 and r.headers["location"] == "/dashboard/projects?q=a%7Cb"  # sent percent-encoded
+
+
 def test_unverified_email_is_refused(gh_server: RunixServer, github: FakeGitHub) -> None:
     client, r = sign_in_through_github(gh_server, github, GitHubUser(id=3003, login="shady", email="x@example.com",
                                                                      email_verified=False))

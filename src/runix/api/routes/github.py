@@ -45,7 +45,8 @@ def github_callback(request: Request, ctx: Ctx, db: Db,
                     state: Annotated[str | None, Query(max_length=200)] = None,
                     error: Annotated[str | None, Query(max_length=200)] = None) -> Response:
     """GitHub sends the browser back here: the code is exchanged, the account found or made, a session started."""
-    kept = (web.unsign(ctx, request.cookies.get(web.GITHUB_STATE_COOKIE)) or "").split("|")
+    # state|expires|next: the page to return to may itself hold a "|", so only the first two split off.
+    kept = (web.unsign(ctx, request.cookies.get(web.GITHUB_STATE_COOKIE)) or "").split("|", 2)
     title = "Could not sign in with GitHub"
     if error:
         return _refuse(request, title, BadRequest("GitHub did not authorize Runix (the request was cancelled). "
