@@ -329,9 +329,10 @@ class EventStore:
                     return
 
     def _backlog(self, deployment_id: str, since: int | None) -> tuple[list[Event], str | None]:
+        """The stored events and the status; no events once settled (the caller flushes first, then reads them)."""
         with self.db.sessions() as s:
             status = s.scalar(select(Deployment.status).where(Deployment.id == deployment_id))
-            return _read(s, deployment_id, since, 100_000), status
+            return ([] if status in SETTLED else _read(s, deployment_id, since, 100_000)), status
 
     def _status(self, deployment_id: str) -> str | None:
         with self.db.sessions() as s:
