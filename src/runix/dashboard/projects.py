@@ -16,7 +16,7 @@ from runix.dashboard.web import Call, action, filesize, page, redirect
 from runix.db.models import Deployment, Project
 from runix.errors import BadRequest, Conflict, NotFound, RateLimited, ValidationFailed
 from runix.pipeline.build import FRAMEWORKS
-from runix.pipeline.events import Event, EventStore, LocalHub
+from runix.pipeline.events import Event
 from runix.plans import get_plan
 from runix.schemas import EnvVarCreate, EnvVarUpdate, ProjectCreate, ProjectUpdate
 from runix.services import deployments, domains, env, projects
@@ -171,8 +171,7 @@ def _deployment_row(c: Call, project: Project) -> Deployment:
 
 def _events(c: Call, deployment_id: str, after: int) -> list[Event]:
     """The log lines after `after`, read like GET /deployments/{id}/events does."""
-    store = c.ctx.deployer.events if c.ctx.deployer is not None else EventStore(c.ctx.db, LocalHub())
-    return store.list(deployment_id, after or None, LOG_LINES_PER_POLL)
+    return deployments.event_store(c.ctx).list(deployment_id, after or None, LOG_LINES_PER_POLL)
 
 
 @action("/projects/{name}/deployments/{deployment_id}/promote", api="POST /deployments/{deployment_id}/promote")

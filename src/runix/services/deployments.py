@@ -18,6 +18,7 @@ from runix.db.models import Account, Deployment, Project, utcnow
 from runix.errors import Conflict, NotFound, ValidationFailed
 from runix.ids import new_id, short_id
 from runix.pipeline import source
+from runix.pipeline.events import EventStore, LocalHub
 from runix.plans import get_plan
 from runix.schemas import DeploymentPublic
 from runix.services import billing, projects
@@ -77,6 +78,12 @@ def create(ctx: Runix, s: Session, account: Account, project_ref: str, target: s
 def env_of(ctx: Runix, deployment: Deployment) -> dict[str, str]:
     """The env var snapshot taken when the deployment was created."""
     return json.loads(ctx.vault.decrypt(deployment.env_encrypted)) if deployment.env_encrypted else {}
+
+
+def event_store(ctx: Runix) -> EventStore:
+    """Where deployment events are read: the deployer's store, or without a pipeline on this server a store reading
+    only the database."""
+    return ctx.deployer.events if ctx.deployer is not None else EventStore(ctx.db, LocalHub())
 
 
 def list_page(s: Session, account: Account, project_ref: str | None, status: str | None, target: str | None,

@@ -14,7 +14,7 @@ from runix.api.deps import Ctx, CurrentAccount, Db
 from runix.api.errors import AUTHED, responses
 from runix.api.routes.pages import Cursor, Limit, link_next
 from runix.errors import Conflict
-from runix.pipeline.events import Event, EventStore, LocalHub
+from runix.pipeline.events import Event, EventStore
 from runix.schemas import DeploymentEventPublic, DeploymentPublic, DeploymentStatus, DeployTarget, any_case_choice
 from runix.services import deployments
 
@@ -56,10 +56,6 @@ def get_deployment(deployment_id: str, account: CurrentAccount, ctx: Ctx, db: Db
     return deployments.public(ctx, db, deployments.get(db, account, deployment_id))
 
 
-def _store(ctx: Ctx) -> EventStore:
-    return ctx.deployer.events if ctx.deployer is not None else EventStore(ctx.db, LocalHub())
-
-
 @router.get("/{deployment_id}/events", response_model=list[DeploymentEventPublic],
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "A JSON list, or with follow=true a stream of server-sent events"}})
@@ -76,7 +72,7 @@ async def deployment_events(
     deployment = await run_in_threadpool(deployments.get, db, account, deployment_id)
     if last_event_id and last_event_id.isdigit():
         since = max(since or 0, int(last_event_id))
-    store = _store(ctx)
+    store = deployments.event_store(ctx)
     if not follow:
         events = await run_in_threadpool(store.list, deployment.id, since, limit)
         return [DeploymentEventPublic(**e.public()) for e in events]  # type: ignore[return-value]
