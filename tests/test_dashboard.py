@@ -358,6 +358,24 @@ def test_delete_a_deployment_and_production_is_refused(alice: Alice) -> None:
     assert alice.api.get(f"/deployments/{spare}").status_code == 404
 
 
+def test_cancel_under_another_projects_path_is_refused(alice: Alice, dash: RunixServer) -> None:
+    """Like promote and delete, cancel acts only on a deployment of the project its path names."""
+    assert alice.api.post("/projects", json={"name": "slow", "build_command": "sleep 30"}).status_code == 201
+    r = alice.api.post("/deployments", data={"project": "slow", "target": "preview"},
+                       files={"source": ("app.tar.gz", tar_folder(ROOT / "examples" / "static"), "application/gzip")})
+    assert r.status_code == 201, r.text
+    building = r.json()["id"]
+    alice.page.goto("/dashboard/billing")
+    csrf = alice.page.locator("input[name=csrf]").first.get_attribute("value")
+    cookies = {c["name"]: c["value"] for c in alice.page.context.cookies()}
+    r = httpx.post(f"{dash.url}/dashboard/projects/shop/deployments/{building}/cancel", data={"csrf": csrf},
+                   cookies=cookies, headers={"Referer": f"{dash.url}/dashboard/projects/shop"})
+    assert r.status_code == 303 and r.headers["location"] == "/dashboard/projects/shop"
+    assert alice.api.get(f"/deployments/{building}").json()["status"] in ("QUEUED", "BUILDING")
+    assert alice.api.post(f"/deployments/{building}/cancel").status_code == 200
+    assert alice.api.delete("/projects/slow").status_code == 200  # the later tests count alice's projects
+
+
 def test_deploy_limit_is_a_readable_message(browser, dash: RunixServer) -> None:
     """A Hobby account that used its 5 deployments this hour (through the API, canceled at once) uploads once more in
     the browser: the page says what the limit is and when it can deploy again."""

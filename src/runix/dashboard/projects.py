@@ -187,8 +187,9 @@ def promote(c: Call) -> Response:
 
 @action("/projects/{name}/deployments/{deployment_id}/cancel", api="POST /deployments/{deployment_id}/cancel")
 def cancel(c: Call) -> Response:
-    deployment = deployments.cancel(c.ctx, c.db, c.me, c.params["deployment_id"])
-    return redirect(c.request, f"/dashboard/projects/{c.params['name']}/deployments/{deployment.id}",
+    project = projects.get(c.db, c.me, c.params["name"])
+    deployment = deployments.cancel(c.ctx, c.db, c.me, _deployment_row(c, project).id)
+    return redirect(c.request, f"/dashboard/projects/{project.name}/deployments/{deployment.id}",
                     "Deployment canceled.")
 
 
