@@ -81,6 +81,7 @@ class Deployer:
         self._route_seq = 0
         self._route_applied = 0
         self._tasks: list[asyncio.Task] = []
+        self._spawned: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
         self._stopping = False
 
     # Starting and stopping with the server
@@ -193,7 +194,7 @@ class Deployer:
     def routes_changed(self) -> None:
         """A route listener: something changed which host serves which deployment (domain verified, project gone)."""
         if self._on_loop():
-            asyncio.ensure_future(self.refresh_routes())
+            self._spawn(self.refresh_routes())
         else:
             seq = self._next_route_seq()
             table = self._route_table()
@@ -493,11 +494,17 @@ class Deployer:
         else:
             self._loop.call_soon_threadsafe(fn, *args)
 
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Runs a coroutine as a task held until it is done (one held by nobody can be collected mid-way)."""
+        task = asyncio.ensure_future(coro)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+
     def _call(self, coro: Coroutine[Any, Any, Any], *, wait: bool = False, timeout: float = 60.0) -> None:
         """Runs a coroutine on the deployer's loop from any thread; with `wait`, blocks (off the loop) until done."""
         assert self._loop is not None
         if self._on_loop():
-            asyncio.ensure_future(coro)
+            self._spawn(coro)
             return
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         if wait:
