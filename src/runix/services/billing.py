@@ -33,13 +33,17 @@ payments: PaymentProvider = NoPayments()
 
 
 def requests_per_minute(ctx: Runix, account: Account) -> int:
-    return ctx.settings.rate_limit_per_minute or get_plan(account.plan).requests_per_minute
+    return _requests_per_minute(ctx, account.plan)
+
+
+def _requests_per_minute(ctx: Runix, plan: str) -> int:
+    """The plan's API request budget, unless the server sets one for every account (RUNIX_RATE_LIMIT_PER_MINUTE)."""
+    return ctx.settings.rate_limit_per_minute or get_plan(plan).requests_per_minute
 
 
 def hit_request_limit(ctx: Runix, account_id: str, plan: str) -> Quota:
     """Counts one API request against the account's per-minute budget (429 past it)."""
-    limit = ctx.settings.rate_limit_per_minute or get_plan(plan).requests_per_minute
-    return ctx.limiter.hit("api", account_id, limit, "minute", "requests")
+    return ctx.limiter.hit("api", account_id, _requests_per_minute(ctx, plan), "minute", "requests")
 
 
 def hit_deploy_limit(ctx: Runix, account: Account) -> Quota:
