@@ -43,8 +43,11 @@ def _check_no_overlap(s: Session, project: Project, key: str, targets: list[str]
 
 def list_for(s: Session, account: Account, project_ref: str) -> tuple[Project, list[EnvVar]]:
     project = projects.get(s, account, project_ref)
-    rows = s.scalars(select(EnvVar).where(EnvVar.project_id == project.id).order_by(EnvVar.key, EnvVar.id))
-    return project, list(rows)
+    return project, _vars_of(s, project)
+
+
+def _vars_of(s: Session, project: Project) -> list[EnvVar]:
+    return list(s.scalars(select(EnvVar).where(EnvVar.project_id == project.id).order_by(EnvVar.key, EnvVar.id)))
 
 
 def _lock(s: Session, project: Project) -> None:
@@ -54,8 +57,9 @@ def _lock(s: Session, project: Project) -> None:
 
 
 def create(ctx: Runix, s: Session, account: Account, project_ref: str, body: EnvVarCreate) -> EnvVar:
-    _lock(s, projects.get(s, account, project_ref))
-    project, existing = list_for(s, account, project_ref)
+    project = projects.get(s, account, project_ref)
+    _lock(s, project)
+    existing = _vars_of(s, project)
     limit = get_plan(account.plan).env_vars_per_project
     if limit is not None and len(existing) >= limit:
         raise Forbidden(f"Your {account.plan} plan allows {limit} env vars per project")
