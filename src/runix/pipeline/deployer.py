@@ -342,10 +342,10 @@ class Deployer:
                                             "the next request wakes it")
 
     # Routes
-    async def refresh_routes(self, include: Iterable[str] = ()) -> None:
+    async def refresh_routes(self) -> None:
         """Rebuilds the router's whole table from the database and swaps it in at once."""
         seq = self._next_route_seq()
-        table = await asyncio.to_thread(self._route_table, list(include))
+        table = await asyncio.to_thread(self._route_table)
         self._apply_routes(seq, table)
 
     def _next_route_seq(self) -> int:
