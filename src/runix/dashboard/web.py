@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -158,8 +158,6 @@ def flash(request: Request, response: Response, text: str, kind: str = "ok") -> 
 
 
 def _take_flash(request: Request) -> dict[str, str] | None:
-    from urllib.parse import unquote
-
     raw = unsign(request.app.state.runix, request.cookies.get(FLASH_COOKIE))
     if raw is None:
         return None
