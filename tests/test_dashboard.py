@@ -376,6 +376,14 @@ def test_cancel_under_another_projects_path_is_refused(alice: Alice, dash: Runix
     assert alice.api.delete("/projects/slow").status_code == 200  # the later tests count alice's projects
 
 
+def test_live_log_ignores_an_after_that_is_no_number(alice: Alice, dash: RunixServer) -> None:
+    deployment_id = alice.api.get("/deployments", params={"project": "shop"}).json()[0]["id"]
+    cookies = {c["name"]: c["value"] for c in alice.page.context.cookies()}
+    r = httpx.get(f"{dash.url}/dashboard/projects/shop/deployments/{deployment_id}/live", params={"after": "\u00b2"},
+                  cookies=cookies)
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+
+
 def test_deploy_limit_is_a_readable_message(browser, dash: RunixServer) -> None:
     """A Hobby account that used its 5 deployments this hour (through the API, canceled at once) uploads once more in
     the browser: the page says what the limit is and when it can deploy again."""

@@ -352,6 +352,9 @@ def test_events_follow_over_sse_until_ready_and_resume_from_last_event_id(user: 
 
     later = user.client.get(f"/deployments/{deployment_id}/events", headers={"Last-Event-ID": str(ids[2])}).json()
     assert [e["id"] for e in later][: len(ids) - 3] == ids[3:]
+    # A Last-Event-ID that only looks like a number (a superscript two) is ignored, not a 500.
+    odd = user.client.get(f"/deployments/{deployment_id}/events", headers={"Last-Event-ID": "\xb2".encode("latin-1")})
+    assert odd.status_code == 200 and [e["id"] for e in odd.json()][: len(ids)] == ids
 
 
 def test_cancel_a_build_then_cancel_again_is_409(user: Account) -> None:

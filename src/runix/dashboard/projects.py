@@ -150,7 +150,7 @@ def deployment_live(c: Call) -> Response:
     project = projects.get(c.db, c.me, c.params["name"])
     deployment = _deployment_of(c, project)
     raw_after = c.request.query_params.get("after", "")
-    after = int(raw_after) if raw_after.isdigit() else 0
+    after = int(raw_after) if raw_after.isdecimal() else 0  # isdigit() also passes "²", which int() refuses
     lines = _events(c, deployment.id, after)
     return c.render("_deployment_live.html", project=project, public=projects.public(c.ctx, c.db, project),
                     d=deployment, lines=lines,

@@ -70,7 +70,7 @@ async def deployment_events(
     per line (id = event id; reconnect with Last-Event-ID or `since`), then one `event: end` carrying
     `{"status": ...}` once the deployment is READY, ERROR or CANCELED."""
     deployment = await run_in_threadpool(deployments.get, db, account, deployment_id)
-    if last_event_id and last_event_id.isdigit():
+    if last_event_id and last_event_id.isdecimal():  # isdigit() also passes "²", which int() refuses
         since = max(since or 0, int(last_event_id))
     store = deployments.event_store(ctx)
     if not follow:
