@@ -175,7 +175,7 @@ def _error_from(response: httpx.Response) -> RunixAPIError:
         message, code = (response.text.strip()[:200] or response.reason_phrase), "ERROR"
     retry_after = response.headers.get("Retry-After")
     return RunixAPIError(response.status_code, code, message,
-                         int(retry_after) if retry_after and retry_after.isdigit() else None,
+                         int(retry_after) if retry_after and retry_after.isascii() and retry_after.isdigit() else None,
                          body.get("details") if isinstance(body, dict) else None)
 
 
