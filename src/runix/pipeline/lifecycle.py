@@ -15,7 +15,11 @@ async def running(ctx: Runix) -> AsyncIterator[None]:
     from runix.pipeline.deployer import Deployer
 
     deployer = Deployer(ctx)
-    await deployer.start()
+    try:
+        await deployer.start()
+    except BaseException:
+        await deployer.stop()  # what did start (event writer, build queue, router) must not outlive the failure
+        raise
     ctx.deployer = deployer
     try:
         yield
