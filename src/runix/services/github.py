@@ -3,12 +3,12 @@ linked to the Runix account with the same verified primary email."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import httpx
 import structlog
-from authlib.integrations.base_client import OAuthError
-from authlib.integrations.httpx_client import OAuth2Client
+from authlib.deprecate import AuthlibDeprecationWarning
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -16,6 +16,13 @@ from runix.context import Runix
 from runix.db.models import Account, Token
 from runix.errors import BadRequest, Forbidden
 from runix.services import auth
+
+# authlib 1.9 nudges httpx users towards its `httpx2` package at import; Runix uses httpx itself, so the notice would
+# only add noise to every server start.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", category=AuthlibDeprecationWarning, message=".*httpx2.*")
+    from authlib.integrations.base_client import OAuthError
+    from authlib.integrations.httpx_client import OAuth2Client
 
 log = structlog.get_logger("runix.github")
 
