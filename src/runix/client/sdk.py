@@ -1,27 +1,27 @@
-"""The Runix Python SDK: typed methods over the REST API (httpx). The `runix` CLI does everything through it.
-
-    from runix.client import RunixClient
-    with RunixClient("http://127.0.0.1:8000", token) as runix:
-        for project in runix.list_projects():
-            print(project["name"], project["urls"])
-
-Every failure is a `RunixAPIError(status, code, message, retry_after)`; a server that cannot be reached is its
-subclass `RunixConnectionError` (status 0). Reads (GET) that meet a 429 wait for `Retry-After` and try again.
-"""
+"""RunixClient: a typed method for each REST API endpoint, over a transport (runix.client.transport)."""
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, Literal, TypedDict
-from urllib.parse import quote
-
-import httpx
+from urllib.parse import quote, urlencode
 
 from runix import __version__
+from runix.client.transport import (
+    Body,
+    ConnectFailed,
+    ConnectionBroken,
+    Response,
+    TimedOut,
+    Transport,
+    TransportError,
+)
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 SETTLED = frozenset({"READY", "ERROR", "CANCELED"})
 EVENTS_PAGE = 1000
+UPLOAD_CHUNK = 64 * 1024
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 EnvTarget = Literal["production", "preview", "development"]
@@ -161,7 +161,7 @@ class RunixConnectionError(RunixAPIError):
         self.reason = reason
 
 
-def _error_from(response: httpx.Response) -> RunixAPIError:
+def _error_from(response: Response) -> RunixAPIError:
     try:
         body = response.json()
     except ValueError:
@@ -172,32 +172,35 @@ def _error_from(response: httpx.Response) -> RunixAPIError:
         if body.get("error_description"):
             code, message = message, str(body["error_description"])
     else:
-        message, code = (response.text.strip()[:200] or response.reason_phrase), "ERROR"
-    retry_after = response.headers.get("Retry-After")
-    return RunixAPIError(response.status_code, code, message,
+        message, code = (response.text.strip()[:200] or response.reason), "ERROR"
+    retry_after = response.headers.get("retry-after")
+    return RunixAPIError(response.status, code, message,
                          int(retry_after) if retry_after and retry_after.isascii() and retry_after.isdigit() else None,
                          body.get("details") if isinstance(body, dict) else None)
-
-
-def _next_link(response: httpx.Response) -> str | None:
-    return response.links.get("next", {}).get("url")
 
 
 class RunixClient:
     """A connection to one Runix API with one token (or none, for the sign-in calls)."""
 
+    page_size = 100  # items asked for per request when listing (the API's most)
+
     def __init__(self, api_url: str = DEFAULT_API_URL, token: str | None = None, *, timeout: float = 30.0,
-                 max_rate_limit_wait: float = 120.0, on_rate_limit: Callable[[int], None] | None = None):
+                 max_rate_limit_wait: float = 120.0, on_rate_limit: Callable[[int], None] | None = None,
+                 transport: Transport | None = None):
+        """`transport` defaults to httpx (runix.client.httpx_transport); StdlibTransport starts faster."""
         self.api_url = api_url.rstrip("/")
         self.token = token
         self.max_rate_limit_wait = max_rate_limit_wait
         self.on_rate_limit = on_rate_limit
-        headers = {"User-Agent": f"runix/{__version__}", "Accept": "application/json"}
+        self.headers = {"User-Agent": f"runix/{__version__}", "Accept": "application/json"}
         if token:
-            headers["Authorization"] = f"Bearer {token}"
-        # Plain-HTTP servers never use TLS, so skip loading the CA bundle (it costs start-up time).
-        verify = not self.api_url.startswith("http://")
-        self.http = httpx.Client(base_url=self.api_url, headers=headers, timeout=timeout, verify=verify)
+            self.headers["Authorization"] = f"Bearer {token}"
+        if transport is None:
+            from runix.client.httpx_transport import HttpxTransport
+
+            # Plain-HTTP servers never use TLS, so skip loading the CA bundle (it costs start-up time).
+            transport = HttpxTransport(timeout, verify=not self.api_url.startswith("http://"))
+        self.transport = transport
 
     def __enter__(self) -> "RunixClient":
         return self
@@ -206,22 +209,32 @@ class RunixClient:
         self.close()
 
     def close(self) -> None:
-        self.http.close()
+        self.transport.close()
 
     # Plumbing
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One request; 429 on a GET waits for Retry-After and tries again (up to max_rate_limit_wait seconds)."""
+    def _send(self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None,
+              body: Body = None, headers: dict[str, str] | None = None, stream: bool = False) -> Response:
+        """One request to `path` (under the API URL; or an absolute URL the API gave, such as a next page). A 429
+        on a GET waits for Retry-After and tries again (up to max_rate_limit_wait seconds)."""
+        url = path if "://" in path else self.api_url + path
+        query = urlencode({k: v for k, v in (params or {}).items() if v is not None})
+        if query:
+            url += ("&" if "?" in url else "?") + query
+        headers = {**self.headers, **(headers or {})}
+        if json is not None:
+            body, headers["Content-Type"] = _json_bytes(json), "application/json"
         waited = 0.0
         while True:
             try:
-                response = self.http.request(method, path, **kwargs)
-            except httpx.TransportError as exc:
+                response = self.transport.send(method, url, headers, body, stream=stream)
+            except TransportError as exc:
                 raise RunixConnectionError(self.api_url, _reason(exc)) from exc
             if response.is_success:
                 return response
+            response.content  # noqa: B018 - an error's body is read whole (and the connection released)
             error = _error_from(response)
             wait = error.retry_after or 1
-            if (response.status_code == 429 and method == "GET"
+            if (response.status == 429 and method == "GET"
                     and waited + wait <= self.max_rate_limit_wait):
                 if self.on_rate_limit:
                     self.on_rate_limit(wait)
@@ -230,15 +243,16 @@ class RunixClient:
                 continue
             raise error
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Calls the API and returns the decoded JSON body."""
-        response = self._send(method, path, **kwargs)
+    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None,
+                body: Body = None, headers: dict[str, str] | None = None) -> Any:
+        """Calls the API and returns the decoded JSON body (None when it is empty)."""
+        response = self._send(method, path, params=params, json=json, body=body, headers=headers)
         return response.json() if response.content else None
 
     def _pages(self, path: str, params: dict[str, Any] | None = None, limit: int | None = None) -> list[Any]:
         """Items of a list endpoint, following `Link: rel="next"` until `limit` items (all when None)."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
-        query["limit"] = min(limit or 100, 100)
+        query["limit"] = min(limit or self.page_size, self.page_size)
         items: list[Any] = []
         url: str | None = path
         while url:
@@ -246,7 +260,7 @@ class RunixClient:
             items.extend(response.json())
             if limit is not None and len(items) >= limit:
                 return items[:limit]
-            url = _next_link(response)
+            url = response.link("next")
         return items
 
     # Platform
@@ -318,9 +332,9 @@ class RunixClient:
         """Uploads a .tar.gz and starts a deployment. `source` is an open binary file, or the archive's chunks as they
         are made (sent with chunked transfer encoding, so an archive can be packed while it is uploaded).
         `on_progress(sent, total)` is called as the archive goes out, in bytes (total None for chunks)."""
-        upload = _Upload(source, on_progress)
-        return self.request("POST", "/deployments", data={"project": project, "target": target},
-                            files={"source": ("source.tar.gz", upload, "application/gzip")})
+        form = _Multipart({"project": project, "target": target}, "source", "source.tar.gz", "application/gzip",
+                          _Upload(source, on_progress))
+        return self.request("POST", "/deployments", body=form.body(), headers=form.headers())
 
     def list_deployments(self, project: str | None = None, status: str | None = None, target: str | None = None,
                          limit: int | None = None) -> list[Deployment]:
@@ -353,11 +367,9 @@ class RunixClient:
             if last_id is not None:
                 headers["Last-Event-ID"] = last_id
             try:
-                with self.http.stream("GET", f"/deployments/{_q(deployment_id)}/events", params={"follow": "true"},
-                                      headers=headers, timeout=httpx.Timeout(30.0, read=None)) as response:
-                    if not response.is_success:
-                        response.read()
-                        raise _error_from(response)
+                response = self._send("GET", f"/deployments/{_q(deployment_id)}/events", params={"follow": "true"},
+                                      headers=headers, stream=True)
+                try:
                     for event_id, kind, data in _server_sent_events(response.iter_lines()):
                         if kind == "end":  # the deployment settled: {"status": ...}
                             stream.status = data.get("status") if isinstance(data, dict) else None
@@ -367,12 +379,17 @@ class RunixClient:
                                 continue
                             last_id = event_id
                         yield data
+                finally:
+                    response.close()
                 return  # closed without an end event: the server stopped; the caller reads the status
-            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            except (ConnectionBroken, RunixConnectionError) as exc:
+                broken = exc if isinstance(exc, ConnectionBroken) else exc.__cause__
+                if not isinstance(broken, ConnectionBroken):
+                    raise
                 if attempt == 5:
-                    raise RunixConnectionError(self.api_url, f"the log stream kept breaking ({exc})") from exc
+                    raise RunixConnectionError(self.api_url, f"the log stream kept breaking ({broken})") from exc
                 time.sleep(0.2 * (attempt + 1))
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 raise RunixConnectionError(self.api_url, _reason(exc)) from exc
 
     def wait_until_settled(self, deployment_id: str, poll: float = 0.5, timeout: float = 900.0) -> Deployment:
@@ -446,28 +463,54 @@ class EventStream:
 
 
 class _Upload:
-    """The archive as httpx reads it for the form, counting what it reads. A file keeps `seek`/`tell`, so httpx
-    sizes it (Content-Length); chunks offer only `read`, so httpx sends them chunked, as they come."""
+    """The archive's bytes as they are sent, counted for `on_progress(sent, total)`. A file is sent from its start and
+    has a size (`total`); chunks are sent as they come, and their total is not known ahead (None)."""
 
     def __init__(self, source: IO[bytes] | Iterable[bytes], on_progress: Callable[[int, int | None], None] | None):
         self.on_progress = on_progress
-        self.sent = 0
         self.total: int | None = None
         if hasattr(source, "read"):
-            self.file: IO[bytes] | None = source  # type: ignore[assignment]
-            self.chunks: Iterator[bytes] | None = None
-            self.seek, self.tell = source.seek, source.tell  # type: ignore[union-attr]
-            self.total = source.seek(0, 2)  # type: ignore[union-attr] - httpx sends the file from its start
-            source.seek(0)  # type: ignore[union-attr]
+            file: IO[bytes] = source  # type: ignore[assignment]
+            self.total = file.seek(0, 2)
+            file.seek(0)
+            self.pieces: Iterable[bytes] = iter(lambda: file.read(UPLOAD_CHUNK), b"")
         else:
-            self.file, self.chunks = None, iter(source)  # type: ignore[arg-type]
+            self.pieces = source  # type: ignore[assignment]
 
-    def read(self, size: int = -1) -> bytes:
-        data = self.file.read(size) if self.file is not None else next(self.chunks, b"")  # type: ignore[arg-type]
-        if data and self.on_progress:
-            self.sent += len(data)
-            self.on_progress(self.sent, self.total)
-        return data
+    def __iter__(self) -> Iterator[bytes]:
+        sent = 0
+        for data in self.pieces:
+            if data:
+                sent += len(data)
+                if self.on_progress:
+                    self.on_progress(sent, self.total)
+                yield data
+
+
+class _Multipart:
+    """A multipart/form-data body (RFC 7578): text fields, then one file, streamed from its `_Upload` as it is sent.
+    Sized (Content-Length) when the file's size is known, else sent with chunked transfer encoding."""
+
+    def __init__(self, fields: dict[str, str], file_field: str, filename: str, content_type: str, upload: _Upload):
+        self.boundary = os.urandom(16).hex()
+        parts = [f'--{self.boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+                 for name, value in fields.items()]
+        parts.append(f'--{self.boundary}\r\nContent-Disposition: form-data; name="{file_field}"; '
+                     f'filename="{filename}"\r\nContent-Type: {content_type}\r\n\r\n')
+        self.head = "".join(parts).encode()
+        self.tail = f"\r\n--{self.boundary}--\r\n".encode()
+        self.upload = upload
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": f"multipart/form-data; boundary={self.boundary}"}
+        if self.upload.total is not None:
+            headers["Content-Length"] = str(len(self.head) + self.upload.total + len(self.tail))
+        return headers
+
+    def body(self) -> Iterator[bytes]:
+        yield self.head
+        yield from self.upload
+        yield self.tail
 
 
 def _q(segment: str) -> str:
@@ -475,14 +518,18 @@ def _q(segment: str) -> str:
     return quote(str(segment), safe="")
 
 
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
 def _present(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _reason(exc: httpx.TransportError) -> str:
-    if isinstance(exc, httpx.ConnectError):
+def _reason(exc: TransportError) -> str:
+    if isinstance(exc, ConnectFailed):
         return "connection refused or host unknown (is `runix server` running there?)"
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, TimedOut):
         return "it did not answer in time"
     return str(exc) or type(exc).__name__
 

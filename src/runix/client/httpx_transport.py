@@ -1,0 +1,58 @@
+"""The SDK's default transport: httpx (connection pooling, proxies from the environment, certifi's CA bundle)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
+
+import httpx
+
+from runix.client.transport import Body, ConnectFailed, ConnectionBroken, Response, TimedOut, TransportError
+
+T = TypeVar("T")
+
+
+class HttpxTransport:
+    def __init__(self, timeout: float = 30.0, *, verify: bool = True, client: httpx.Client | None = None):
+        """`verify=False` skips loading the CA bundle, for a client that only ever talks plain HTTP. `client` lends
+        an httpx.Client of the caller's own (its proxies, certificates, event hooks); closing the transport closes
+        it."""
+        self.timeout = timeout
+        self.http = client or httpx.Client(timeout=timeout, verify=verify)
+
+    def send(self, method: str, url: str, headers: Mapping[str, str], body: Body = None, *,
+             stream: bool = False) -> Response:
+        timeout = httpx.Timeout(self.timeout, read=None) if stream else httpx.USE_CLIENT_DEFAULT
+        request = self.http.build_request(method, url, headers=headers, content=body, timeout=timeout)
+        answer = _failing_as_transport_errors(lambda: self.http.send(request, stream=True))
+        response = Response(answer.status_code, answer.reason_phrase, answer.headers.multi_items(),
+                            read_all=lambda: _failing_as_transport_errors(answer.read),
+                            lines=lambda: _lines(answer), release=answer.close)
+        if not stream:
+            response.content  # noqa: B018 - read now, so the connection goes back to the pool
+        return response
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _lines(answer: httpx.Response) -> Iterator[str]:
+    lines = answer.iter_lines()
+    while True:
+        line = _failing_as_transport_errors(lambda: next(lines, None))
+        if line is None:
+            return
+        yield line
+
+
+def _failing_as_transport_errors(step: Callable[[], T]) -> T:
+    try:
+        return step()
+    except httpx.ConnectError as exc:
+        raise ConnectFailed(str(exc) or "connection failed") from exc
+    except httpx.TimeoutException as exc:
+        raise TimedOut("the server did not answer in time") from exc
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        raise ConnectionBroken(str(exc) or type(exc).__name__) from exc
+    except httpx.TransportError as exc:
+        raise TransportError(str(exc) or type(exc).__name__) from exc

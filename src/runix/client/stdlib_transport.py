@@ -1,0 +1,158 @@
+"""The SDK's transport over the standard library's http.client: no third-party import, so a short-lived program
+(the `runix` command) starts tens of milliseconds sooner than with httpx. Keep-alive connections are pooled per
+host and handed to one request at a time, so threads may share the transport. No proxies: where one is configured
+(runix.client.transport.proxy_configured), use HttpxTransport."""
+
+from __future__ import annotations
+
+import http.client
+import select
+import ssl
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from runix.client.transport import Body, ConnectFailed, ConnectionBroken, Response, TimedOut, TransportError
+
+T = TypeVar("T")
+Origin = tuple[str, str, int]  # scheme, host, port
+# An idle connection that breaks as it is reused (the server closed it meanwhile) is replaced once, when the
+# request can be sent again as it was: its body is bytes or nothing.
+READ_BYTES = 64 * 1024
+STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+class StdlibTransport:
+    def __init__(self, timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None):
+        self.timeout = timeout
+        self._ssl_context = ssl_context
+        self._idle: dict[Origin, list[http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def send(self, method: str, url: str, headers: Mapping[str, str], body: Body = None, *,
+             stream: bool = False) -> Response:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise TransportError(f"not an http:// or https:// URL: {url}")
+        origin = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        replayable = body is None or isinstance(body, bytes)
+        connection, reused = self._take(origin)
+        try:
+            answer = _failing_as_transport_errors(lambda: self._exchange(connection, method, target, headers, body))
+        except ConnectionBroken as exc:
+            connection.close()
+            if not (reused and replayable and isinstance(exc.__cause__, STALE)):
+                raise
+            connection = self._connect(origin)
+            answer = self._guarded(connection, lambda: self._exchange(connection, method, target, headers, body))
+        except BaseException:
+            connection.close()
+            raise
+        if stream and connection.sock is not None:
+            connection.sock.settimeout(None)  # a log stream may be quiet for minutes
+
+        def release() -> None:
+            if answer.isclosed() and not answer.will_close and not self._closed:
+                if connection.sock is not None:
+                    connection.sock.settimeout(self.timeout)
+                with self._lock:
+                    self._idle.setdefault(origin, []).append(connection)
+            else:  # not read to its end, or the server ends the connection: it cannot carry another request
+                answer.close()
+                connection.close()
+
+        response = Response(answer.status, answer.reason, answer.getheaders(),
+                            read_all=lambda: self._guarded(connection, answer.read),
+                            lines=lambda: self._lines(connection, answer), release=release)
+        if not stream:
+            response.content  # noqa: B018 - read now, so the connection goes back to the pool
+        return response
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for connection in connections:
+                connection.close()
+
+    @staticmethod
+    def _exchange(connection: http.client.HTTPConnection, method: str, target: str, headers: Mapping[str, str],
+                  body: Body) -> http.client.HTTPResponse:
+        connection.request(method, target, body=body, headers=dict(headers))  # type: ignore[arg-type]
+        return connection.getresponse()
+
+    def _lines(self, connection: http.client.HTTPConnection, answer: http.client.HTTPResponse) -> Iterator[str]:
+        # read1, not readline: http.client's readline takes a chunked body cut short for its end.
+        pending = b""
+        while data := self._guarded(connection, lambda: answer.read1(READ_BYTES)):
+            *lines, pending = (pending + data).split(b"\n")
+            for line in lines:
+                yield line.decode("utf-8", errors="replace").removesuffix("\r")
+        if answer.length:  # a sized body that ended before its Content-Length
+            connection.close()
+            raise ConnectionBroken(f"the answer ended {answer.length} bytes early")
+        if pending:
+            yield pending.decode("utf-8", errors="replace").removesuffix("\r")
+
+    @staticmethod
+    def _guarded(connection: http.client.HTTPConnection, step: Callable[[], T]) -> T:
+        try:
+            return _failing_as_transport_errors(step)
+        except TransportError:
+            connection.close()
+            raise
+
+    def _take(self, origin: Origin) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection to `origin` that the server has not closed, else a new one; and whether it was idle."""
+        with self._lock:
+            idle = self._idle.get(origin, [])
+            while idle:
+                connection = idle.pop()
+                if _still_open(connection):
+                    return connection, True
+                connection.close()
+        return self._connect(origin), False
+
+    def _connect(self, origin: Origin) -> http.client.HTTPConnection:
+        scheme, host, port = origin
+        if scheme == "https":
+            if self._ssl_context is None:
+                self._ssl_context = ssl.create_default_context()  # the system's CA certificates
+            connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, port, timeout=self.timeout, context=self._ssl_context)
+        else:
+            connection = http.client.HTTPConnection(host, port, timeout=self.timeout)
+        try:
+            connection.connect()
+        except TimeoutError as exc:
+            raise TimedOut(f"connecting to {host}:{port} timed out") from exc
+        except ssl.SSLError as exc:
+            raise TransportError(f"TLS with {host}:{port} failed: {exc.reason or exc}") from exc
+        except OSError as exc:  # refused, unreachable, or a name that does not resolve
+            raise ConnectFailed(f"{host}:{port}: {exc.strerror or exc}") from exc
+        return connection
+
+
+def _still_open(connection: http.client.HTTPConnection) -> bool:
+    """An idle keep-alive connection is readable only once the server has closed it (or broken the protocol)."""
+    if connection.sock is None:
+        return False
+    try:
+        return not select.select([connection.sock], [], [], 0)[0]
+    except (OSError, ValueError):
+        return False
+
+
+def _failing_as_transport_errors(step: Callable[[], T]) -> T:
+    try:
+        return step()
+    except TransportError:
+        raise
+    except TimeoutError as exc:
+        raise TimedOut("the server did not answer in time") from exc
+    except (http.client.HTTPException, OSError) as exc:
+        raise ConnectionBroken(str(exc) or type(exc).__name__) from exc
