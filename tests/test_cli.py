@@ -168,6 +168,16 @@ def test_unreachable_server_names_the_url(shell: CliShell) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_configured_proxy_carries_the_requests(signed_in: CliShell) -> None:
+    """With HTTP_PROXY set the CLI talks through the proxy (here one where nothing listens, so it fails); NO_PROXY
+    exempts the API's host."""
+    proxy = f"http://127.0.0.1:{free_port()}"
+    failed = CliShell(signed_in.home, signed_in.api_url, {"HTTP_PROXY": proxy}).run("projects", "ls", expect=1)
+    assert f"Could not reach the Runix API at {signed_in.api_url}" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    CliShell(signed_in.home, signed_in.api_url, {"HTTP_PROXY": proxy, "NO_PROXY": "127.0.0.1"}).run("projects", "ls")
+
+
 def test_projects(signed_in: CliShell, tmp_path: Path) -> None:
     created = signed_in.json("projects", "add", "cli-demo", "--build-command", "make")
     assert created["name"] == "cli-demo" and created["build_command"] == "make"

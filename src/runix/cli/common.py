@@ -17,29 +17,14 @@ from runix.cli import credentials, output
 from runix.cli.output import CliError
 
 if TYPE_CHECKING:
-    from runix.client import Project, RunixClient
+    from runix.client import Project, RunixClient, Transport
 
 LINK_DIR = ".runix"
 LINK_FILE = "project.json"
 
-def _skip_httpx_command_line() -> None:
-    """httpx imports its own command-line tool (click, rich, pygments) on import; the SDK never uses it and it
-    costs ~50 ms of start-up, so an empty module stands in for it before httpx is first imported."""
-    if "httpx" not in sys.modules and "httpx._main" not in sys.modules:
-        import types
-
-        stand_in = types.ModuleType("httpx._main")
-
-        def main() -> None:
-            raise SystemExit("httpx's command line is not available inside runix")
-
-        stand_in.main = main  # type: ignore[attr-defined]
-        sys.modules["httpx._main"] = stand_in
-
 
 def connect(*, login: bool = True, api_url: str | None = None, token: str | None = None) -> RunixClient:
     """A client for the API; with `login`, one that carries the saved (or RUNIX_TOKEN) token."""
-    _skip_httpx_command_line()
     from runix.client import RunixClient
 
     if login and token is None:
@@ -47,13 +32,26 @@ def connect(*, login: bool = True, api_url: str | None = None, token: str | None
         if saved is None:
             raise CliError(f"You are not logged in to {credentials.api_url()}. Run `runix login` (or set RUNIX_TOKEN).")
         api_url, token = api_url or saved.api_url, saved.token
-    client = RunixClient(api_url or credentials.api_url(), token, max_rate_limit_wait=_rate_limit_wait(),
+    api_url = api_url or credentials.api_url()
+    client = RunixClient(api_url, token, max_rate_limit_wait=_rate_limit_wait(), transport=_transport(api_url),
                          on_rate_limit=lambda s: output.warn(f"Rate limited by the API: retrying in {s}s"))
     # The collector was off while modules were imported (runix.cli.run). What they made lives until exit: frozen,
-    # it is never traversed again, neither by later collections nor by the one at exit (~15 ms of a deploy).
+    # it is never traversed again, neither by later collections nor by the one at exit.
     gc.freeze()
     gc.enable()
     return client
+
+
+def _transport(api_url: str) -> Transport | None:
+    """http.client, which imports in a fraction of httpx's time (most of a short command's run); where a proxy is
+    configured, None: the SDK's default, httpx, which follows HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY."""
+    from runix.client.transport import proxy_configured
+
+    if proxy_configured(api_url):
+        return None
+    from runix.client.stdlib_transport import StdlibTransport
+
+    return StdlibTransport()
 
 
 def _rate_limit_wait() -> float:

@@ -1,11 +1,11 @@
-"""Deferred imports for the `runix deploy` fast path: modules that httpx (and the standard library under it) import
-but a deploy to an http:// API never uses are made on first use instead of at start-up.
+"""Deferred imports for the `runix deploy` fast path: modules that the standard library's http.client and tarfile
+import but a deploy to an http:// API never uses are made on first use instead of at start-up.
 
 A deferred module is in sys.modules at once, with its name, spec and path, so `import x` elsewhere finds it; its code
 runs the first time any other attribute is read (so `from x import y` loads it at once, as it must). Only modules
-whose importers merely bind the name qualify. Together they are ~8 ms of a deploy's ~75 ms of imports
-(`python -X importtime`); Python's own LazyLoader does not do here, since on 3.11 a second `import x` runs it.
-Installed only by `runix deploy` (runix.cli.run), never in the server.
+whose importers merely bind the name qualify. Together they are ~3 ms of the ~23 ms a deploy spends starting before
+its first request (bench/cli_deploy.py); Python's own LazyLoader does not do here, since on 3.11 a second `import x`
+runs it. Installed only by `runix deploy` (runix.cli.run), never in the server.
 """
 
 from __future__ import annotations
@@ -18,22 +18,16 @@ from typing import Any
 
 # Each is imported on the deploy path by a plain `import x` and used only inside functions we do not call.
 DEFERRED = frozenset({
-    "idna",  # httpx._urlparse: non-ASCII host names
-    "mimetypes",  # httpx._multipart: guessing a file's type (the upload names its own)
-    "certifi",  # httpcore and httpx: the CA bundle, for https:// only
-    "anyio",  # httpcore: the async backend
-    "email.parser",  # http.client: parsing headers, which h11 does for httpx
-    "email.header", "email.quoprimime", "email.base64mime",  # email: encoding headers and bodies
-    "tokenize", "linecache",  # inspect: reading source code
-    "ipaddress",  # httpx: IP-address hosts (an API at 127.0.0.1 loads it at once; one with a name never does)
-    "traceback",  # logging: formatting exceptions (a failing deploy loads it when it needs it)
-    "locale",  # calendar: localised month names
-    "shutil",  # tempfile, tarfile: not used to pack (it loads bz2 and lzma only to see if they exist)
+    "ssl",  # http.client: TLS, for https:// only
+    "email.header", "email.quoprimime", "email.base64mime",  # email (under http.client): encoding headers and bodies
+    "ipaddress",  # urllib.parse: checking bracketed IPv6 hosts ([::1])
+    "locale",  # calendar (under email.utils): localised month names
+    "shutil",  # tarfile: not used to pack (it loads bz2 and lzma only to see if they exist)
     "selectors",  # socket: sendfile
 })
-# Not deferrable, though only their importers' unused parts need them: hashlib (httpx's DigestAuth class body),
-# inspect (dataclasses, which h11 uses), copy (tarfile copies each member's header), email.encoders and quopri
-# (from-imported by email.charset), datetime (calendar's module body).
+# Not deferrable, though only their importers' unused parts need them: email.parser (http.client reads every answer's
+# headers with it), copy (tarfile copies each member's header), email.encoders and quopri (from-imported by
+# email.charset), datetime (calendar's module body).
 
 _lock = _thread.RLock()
 _running: set[str] = set()
