@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
+from tests.dns_server import LoopbackDns, dns  # noqa: F401 - the fixture
 from tests.support import Account, CliShell, RunixServer, free_port, read_code, running_server
 
 
@@ -243,6 +244,29 @@ def test_domains(signed_in: CliShell) -> None:
     assert "Refusing" in refused.stderr
     signed_in.run("domains", "rm", name, "--project", "dom-demo", "--yes")
     assert signed_in.json("domains", "ls", "--project", "dom-demo") == []
+
+
+@pytest.fixture(scope="module")
+def resolving_server(tmp_path_factory: pytest.TempPathFactory, dns: LoopbackDns) -> Iterator[RunixServer]:  # noqa: F811
+    """A server of this module's that looks TXT records up in the loopback DNS server."""
+    with running_server(tmp_path_factory.mktemp("runix-dns"), RUNIX_DNS_RESOLVER=dns.address) as s:
+        yield s
+
+
+def test_domains_verify(tmp_path: Path, resolving_server: RunixServer, dns: LoopbackDns) -> None:  # noqa: F811
+    shell = CliShell(tmp_path / "home", resolving_server.url)
+    shell.login_with_token(resolving_server, resolving_server.sign_in())
+    shell.run("projects", "add", "verify-demo")
+    name = f"www.{uuid.uuid4().hex[:10]}.example.com"
+    record = shell.json("domains", "add", name, "--project", "verify-demo")["verification"]
+    pending = shell.run("domains", "verify", name, "--project", "verify-demo", expect=1)
+    assert "not verified yet" in pending.stderr, pending.stderr
+    assert record["name"] in pending.stderr and record["value"] in pending.stderr  # what to create, again
+    dns.records.set(record["name"], record["value"])
+    verified = shell.run("domains", "verify", name, "--project", "verify-demo")
+    assert f"{name} is verified" in verified.stdout + verified.stderr
+    assert shell.json("domains", "ls", "--project", "verify-demo")[0]["verified"] is True
+    assert any(url.startswith(f"http://{name}") for url in shell.json("projects", "inspect", "verify-demo")["urls"])
 
 
 def test_tokens_and_billing(signed_in: CliShell, account: Account) -> None:
