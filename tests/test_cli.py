@@ -281,6 +281,13 @@ def test_tokens_and_billing(signed_in: CliShell, account: Account) -> None:
     assert billing["plan"] == "hobby" and billing["limits"]["deploys_per_hour"] == 5
     table = signed_in.run("billing").stdout
     assert "Plan: Hobby" in table and "deploys per hour" in table
+    refused = signed_in.run("billing", "--plan", "pro", expect=1)  # no terminal to ask at
+    assert "Refusing" in refused.stderr and signed_in.json("billing")["plan"] == "hobby"
+    unknown = signed_in.run("billing", "--plan", "platinum", "--yes", expect=1)
+    assert "'hobby', 'pro' or 'enterprise'" in unknown.stderr and "Traceback" not in unknown.stderr
+    changed = signed_in.json("billing", "--plan", "pro", "--yes")
+    assert changed["plan"] == "pro" and changed["limits"]["deploys_per_hour"] == 100
+    assert "Plan: Pro" in signed_in.run("billing").stdout
     assert saved["token"].startswith("rnx_c_")
 
 

@@ -91,9 +91,22 @@ def projects_rm(
         output.success(f"Deleted project {deleted['name']}.")
 
 
-def billing(as_json: JsonOption = False) -> None:
-    """Your plan, its limits and how much of them you use."""
-    summary = connect().billing()
+def billing(
+    plan: Annotated[str | None, typer.Option("--plan", help="Switch your account to this plan (hobby, pro, "
+                                             "enterprise); asks first.")] = None,
+    yes: YesOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Your plan, its limits and how much of them you use; --plan changes plan."""
+    client = connect()
+    if plan:
+        confirm(f"Switch your account to the {plan} plan? Its price applies from now on.", yes,
+                f"change plan to {plan}")
+        summary = client.change_plan(plan)
+        if not as_json:
+            output.success(f"Your account is on the {summary['plan']} plan now.")
+    else:
+        summary = client.billing()
     if as_json:
         output.emit_json(summary)
         return
