@@ -48,19 +48,10 @@ def _project_context(c: Call, tab: str) -> dict[str, Any]:
 @page("", api=("GET /projects", "GET /deployments"))
 def projects_page(c: Call) -> Response:
     cursor = c.request.query_params.get("cursor", "")[:64] or None
-    found = projects.list_page(c.db, c.me, PROJECTS_PER_PAGE, cursor)
-    latest = _latest_deployments(c, found.items)
+    found = projects.list_public(c.ctx, c.me, PROJECTS_PER_PAGE, cursor)
+    latest = deployments.latest_of(c.ctx, c.db, c.me, [p.id for p in found.items])
     return c.render("projects.html", title="Projects", paged=cursor is not None, more=found.next_cursor,
-                    projects=[(projects.public(c.ctx, c.db, p), latest.get(p.id)) for p in found.items])
-
-
-def _latest_deployments(c: Call, rows: list[Project]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for project in rows:
-        items = deployments.list_page(c.db, c.me, project.id, None, None, 1, None).items
-        if items:
-            out[project.id] = deployments.public(c.ctx, c.db, items[0], project)
-    return out
+                    projects=[(p, latest.get(p.id)) for p in found.items])
 
 
 @action("/projects", api="POST /projects")

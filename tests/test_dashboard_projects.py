@@ -1,0 +1,48 @@
+"""The dashboard's projects page without a browser: each project with its newest deployment (read for the whole
+page at once, not project by project)."""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+
+import httpx
+
+from runix.client import RunixClient
+from runix.client.stdlib_transport import StdlibTransport
+from tests.support import ROOT, Account, RunixServer
+
+
+def static_archive() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(ROOT / "examples" / "static", arcname=".")
+    return buffer.getvalue()
+
+
+def settled(sdk: RunixClient, project: str) -> str:
+    deployment = sdk.create_deployment(project, io.BytesIO(static_archive()), "production")
+    log = sdk.follow_events(deployment["id"])
+    for _ in log:
+        pass
+    return log.status or ""
+
+
+def test_each_project_shows_its_newest_deployment(server: RunixServer, account: Account) -> None:
+    with RunixClient(server.url, account.token, transport=StdlibTransport()) as sdk:
+        for name in ("older-then-broken", "only-ready", "never-deployed"):
+            sdk.create_project(name)
+        assert settled(sdk, "older-then-broken") == "READY"
+        sdk.update_project("older-then-broken", build_command="exit 3")
+        assert settled(sdk, "older-then-broken") == "ERROR"
+        assert settled(sdk, "only-ready") == "READY"
+
+    page = httpx.get(f"{server.url}/dashboard", cookies={"runix_session": account.token}, timeout=30)
+    assert page.status_code == 200
+    shown = {}
+    for item in re.findall(r'<li class="card project-item">(.*?)</li>', page.text, re.S):
+        name = re.search(r'class="project-link"[^>]*>([^<]+)<', item).group(1)  # type: ignore[union-attr]
+        status = re.search(r'class="status [^"]*">(\w+)<', item)
+        shown[name] = status.group(1) if status else ("none" if "No deployments yet" in item else "?")
+    assert shown == {"older-then-broken": "ERROR", "only-ready": "READY", "never-deployed": "none"}
