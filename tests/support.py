@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import mailbox
 import os
 import re
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -253,3 +255,13 @@ class CliShell:
         token = r.json()["token"]
         self.run("login", "--token", token, "--api-url", server.url)
         return token
+
+
+def tar_folder(folder: Path) -> bytes:
+    """The folder as the .tar.gz an upload carries (without node_modules or __pycache__)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path in sorted(folder.rglob("*")):
+            if "node_modules" not in path.parts and "__pycache__" not in path.parts:
+                tar.add(path, arcname=str(path.relative_to(folder)), recursive=False)
+    return buf.getvalue()

@@ -5,7 +5,6 @@ connection, a log stream that breaks), which the real server cannot be made to d
 from __future__ import annotations
 
 import io
-import tarfile
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +15,7 @@ from runix.client import RunixAPIError, RunixClient, RunixConnectionError, Trans
 from runix.client.httpx_transport import HttpxTransport
 from runix.client.stdlib_transport import StdlibTransport
 from runix.client.transport import Response, proxy_configured
-from tests.support import ROOT, Account, RunixServer, free_port
+from tests.support import ROOT, Account, RunixServer, free_port, tar_folder
 
 TRANSPORTS: dict[str, Callable[[], Transport]] = {"httpx": HttpxTransport, "stdlib": StdlibTransport}
 
@@ -31,13 +30,6 @@ def sdk(server: RunixServer, account: Account, transport: Callable[[], Transport
     assert account.client.put("/billing/plan", json={"plan": "enterprise"}).status_code == 200
     with RunixClient(server.url, account.token, transport=transport()) as client:
         yield client
-
-
-def static_site_archive() -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(ROOT / "examples" / "static", arcname=".")
-    return buffer.getvalue()
 
 
 def test_calls_and_errors(sdk: RunixClient, account: Account) -> None:
@@ -67,7 +59,7 @@ def test_lists_follow_the_next_link_page_by_page(sdk: RunixClient) -> None:
 def test_upload_and_follow_the_build_to_ready(sdk: RunixClient, shape: str) -> None:
     """A file goes up with a Content-Length, chunks with chunked transfer encoding; the log is followed to its end."""
     project = sdk.create_project(f"upload-{shape}")
-    archive = static_site_archive()
+    archive = tar_folder(ROOT / "examples" / "static")
     progress: list[tuple[int, int | None]] = []
     source = io.BytesIO(archive) if shape == "file" else (archive[i:i + 1000] for i in range(0, len(archive), 1000))
     deployment = sdk.create_deployment(project["name"], source, "production",

@@ -5,24 +5,16 @@ from __future__ import annotations
 
 import io
 import re
-import tarfile
 
 import httpx
 
 from runix.client import RunixClient
 from runix.client.stdlib_transport import StdlibTransport
-from tests.support import ROOT, Account, RunixServer
-
-
-def static_archive() -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(ROOT / "examples" / "static", arcname=".")
-    return buffer.getvalue()
+from tests.support import ROOT, Account, RunixServer, tar_folder
 
 
 def settled(sdk: RunixClient, project: str) -> str:
-    deployment = sdk.create_deployment(project, io.BytesIO(static_archive()), "production")
+    deployment = sdk.create_deployment(project, io.BytesIO(tar_folder(ROOT / "examples" / "static")), "production")
     log = sdk.follow_events(deployment["id"])
     for _ in log:
         pass

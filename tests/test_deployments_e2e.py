@@ -14,13 +14,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.dns_server import LoopbackDns, dns  # noqa: F401 - the fixture
-from tests.support import ROOT, Account, RunixServer, running_server
+from tests.support import ROOT, Account, RunixServer, running_server, tar_folder
 
 EXAMPLES = ROOT / "examples"
 SETTLED = {"READY", "ERROR", "CANCELED"}
@@ -65,15 +64,6 @@ def tarball(files: dict[str, str | bytes]) -> bytes:
             info.size = len(data)
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def tar_folder(folder: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for path in sorted(folder.rglob("*")):
-            if "node_modules" not in path.parts and "__pycache__" not in path.parts:
-                tar.add(path, arcname=str(path.relative_to(folder)), recursive=False)
     return buf.getvalue()
 
 
