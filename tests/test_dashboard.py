@@ -523,6 +523,11 @@ def test_billing_meters_and_plan_change(alice: Alice) -> None:
     assert page.inner_text("#current-plan") == "Hobby"
     assert "1 / 10" in page.inner_text("#meter-projects")
     shoot(page, "billing")
+    alice.accept_dialogs = False  # asked first; she changes her mind and nothing changes
+    page.click("#plan-pro button")
+    assert alice.dialogs[-1].startswith("Switch to the Pro plan ($20/month)?")
+    assert page.inner_text("#current-plan") == "Hobby" and alice.api.get("/billing").json()["plan"] == "hobby"
+    alice.accept_dialogs = True
     page.click("#plan-pro button")
     assert "Pro plan" in flash_text(page)
     assert page.inner_text("#current-plan") == "Pro"
