@@ -9,7 +9,9 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import random
+import signal
 import socket
 import threading
 import time
@@ -644,3 +646,38 @@ def test_caddy_serves_https_with_certificates_it_makes_itself(
         assert answer.json()["headers"]["x-forwarded-proto"] == "https"
         redirect = client.get(f"http://127.0.0.1:{router.port}/", headers={"Host": HOST})
         assert redirect.status_code in (301, 308) and redirect.headers["location"].startswith(f"https://{HOST}")
+
+
+def test_caddy_that_dies_is_started_again_with_the_newest_routes_and_stop_does_not_restart_it(
+    caddy_harness: Harness, caddy: Callable[..., CaddyRouter]
+) -> None:
+    h = caddy_harness
+    router = caddy()
+    h.call(router.set_routes, {HOST: "dpl_blue"})
+    h.call(router.set_upstream, "dpl_blue", upstream_of(h, "blue"))
+    assert h.run(router.drained("dpl_blue", 10))
+    first = h.call(lambda: router.pid)
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    # A change while Caddy is down (the supervisor waits 0.5 s before it starts it again) is served after the restart.
+    time.sleep(0.1)
+    h.call(router.set_routes, {HOST: "dpl_blue", "other.localhost": "dpl_green"})
+    h.call(router.set_upstream, "dpl_green", upstream_of(h, "green"))
+    deadline = time.monotonic() + 10
+    while h.call(lambda: router.restarts) == 0:
+        assert time.monotonic() < deadline, "Caddy was not started again within 10 s"
+        time.sleep(0.05)
+    assert h.run(router.drained("dpl_green", 10))
+    second = h.call(lambda: router.pid)
+    assert second not in (None, first)
+    with client_for(router) as client:
+        assert client.get("/").json()["name"] == "blue"
+        assert client.get("/", headers={"Host": "other.localhost"}).json()["name"] == "green"
+        assert client.get("/", headers={"Host": "nope.localhost"}).status_code == 404
+    h.run(router.stop())
+    time.sleep(1.0)  # longer than the first restart delay: a supervisor still running would have started Caddy
+    assert h.call(lambda: router.restarts) == 1
+    with pytest.raises(ProcessLookupError):
+        os.kill(second, 0)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{router.port}/", headers={"Host": HOST}, timeout=2)

