@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import httpx
+import os
+from pathlib import Path
 
+import httpx
+import pytest
+
+from runix.client import RunixAPIError, RunixClient
+from runix.client.stdlib_transport import StdlibTransport
 from tests.api_support import error, run_sql
-from tests.support import Account, RunixServer
+from tests.support import Account, RunixServer, running_server
 
 # Every endpoint of api.md this issue owns, as (method, OpenAPI path).
 ENDPOINTS = [
@@ -76,8 +82,22 @@ def test_oversize_bodies_are_400(server: RunixServer, account: Account) -> None:
             yield b"x" * 65536
 
     r = account.client.post("/projects", content=chunks(), headers={"content-type": "application/json"})
-    error(r, 400, "BAD_REQUEST")
+    assert "too large" in error(r, 400, "BAD_REQUEST")["error"]
     assert account.client.get("/user").status_code == 200
+
+
+def test_an_oversize_upload_sent_in_chunks_says_so(tmp_path: Path) -> None:
+    """`runix deploy` streams its archive with chunked encoding: over the limit, the answer says the body is too
+    large (not that the form could not be parsed), and nothing is deployed."""
+    with running_server(tmp_path, RUNIX_MAX_UPLOAD_BYTES="100000") as server:
+        account = server.sign_in()
+        assert account.client.post("/projects", json={"name": "big"}).status_code == 201
+        with RunixClient(server.url, account.token, transport=StdlibTransport()) as sdk:
+            with pytest.raises(RunixAPIError) as refused:
+                sdk.create_deployment("big", (os.urandom(65536) for _ in range(40)))
+            assert (refused.value.status, refused.value.code) == (400, "BAD_REQUEST")
+            assert "too large" in refused.value.message
+            assert sdk.list_deployments("big") == []
 
 
 def test_an_unexpected_failure_is_500_without_a_traceback(server: RunixServer, account: Account) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
@@ -55,20 +56,29 @@ class BodyLimit:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 await _too_large(send, limit)
                 return
-        seen = 0
+        seen, exceeded, answered = 0, False, False
 
         async def counted_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
+                    exceeded = True
                     raise _BodyTooLarge
             return message
 
-        try:
-            await self.app(scope, counted_receive, send)
-        except _BodyTooLarge:
+        async def send_unless_exceeded(message: Message) -> None:
+            # A body cut off by the limit reaches the app as a parse failure (FastAPI answers "There was an error
+            # parsing the body"); that answer is dropped for the one saying why.
+            nonlocal answered
+            if not exceeded:
+                answered = True
+                await send(message)
+
+        with contextlib.suppress(_BodyTooLarge):
+            await self.app(scope, counted_receive, send_unless_exceeded)
+        if exceeded and not answered:
             await _too_large(send, limit)
 
 
