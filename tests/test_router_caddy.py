@@ -81,6 +81,7 @@ def test_caddy_killed_with_sigkill_is_started_again_with_the_same_routes_and_end
         assert router.get("nothing-here.localhost").status_code == 404
         log = server.log_path.read_text(errors="replace")
         assert "caddy exited; starting it again" in log and "SIGKILL" in log and "caddy started again" in log
+        assert "HTTP Request:" not in log  # httpx's line for each poll of Caddy's admin API stays out at info
         router.client.close()
 
     time.sleep(1.0)  # longer than the first restart delay: a Caddy started again after the stop would show by now

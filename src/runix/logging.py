@@ -11,6 +11,9 @@ import structlog
 def configure_logging(level: str = "info") -> None:
     lvl = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(stream=sys.stderr, level=lvl, format="%(message)s")
+    # httpx and httpcore log every request at info: the server's own polling (Caddy's admin API) would fill the log.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(lvl, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
