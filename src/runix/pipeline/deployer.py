@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 
 from runix.context import Runix
 from runix.db.models import Account, Deployment, Domain, Project, utcnow
@@ -160,8 +160,9 @@ class Deployer:
         self._call(self.events.settled(deployment_id, "CANCELED"))
 
     def forget(self, deployment_id: str) -> None:
-        """Stops a deployment about to be deleted, and removes its release."""
-        self._forgotten.add(deployment_id)
+        """Stops a deployment about to be deleted, and removes its release. Refuses (409) the project's production
+        deployment, even one a promote made production after the caller checked (see `_mark_forgotten`)."""
+        self._ask(self._mark_forgotten(deployment_id))
         self.queue.cancel(deployment_id)
         self._call(self._retire(deployment_id, remove=True), wait=True)
 
@@ -179,17 +180,37 @@ class Deployer:
 
     async def promote(self, deployment_id: str) -> None:
         """Makes a READY deployment the production one: it is woken if asleep and healthy before the routes swap."""
+        row = await self._promotable(deployment_id)  # an early answer; what counts is the check under the lock
+        if await self.wake(deployment_id) is None:
+            raise Conflict("The deployment could not be started: see its events")
+        async with self._promote_lock:
+            # Checked again here, in the transaction that swaps production (`_set_production`), because the deployment
+            # may have been deleted while it was woken; a delete takes this lock too (`_mark_forgotten`).
+            promoted = deployment_id not in self._forgotten and await asyncio.to_thread(
+                self._set_production, row.project_id, deployment_id, "READY")
+            if promoted:
+                await self.refresh_routes()
+        if not promoted:
+            await self._promotable(deployment_id)  # says why: gone, or no longer READY
+            raise Conflict("The deployment is being deleted, so it cannot be promoted")
+        self._system(deployment_id, "Promoted to production")
+
+    async def _promotable(self, deployment_id: str) -> Deployment:
         row = await asyncio.to_thread(self._deployment, deployment_id)
         if row is None:
             raise NotFound(f"Deployment '{deployment_id}' not found")
         if row.status != "READY":
             raise Conflict(f"Only a READY deployment can be promoted; this one is {row.status}")
-        if await self.wake(deployment_id) is None:
-            raise Conflict("The deployment could not be started: see its events")
+        return row
+
+    async def _mark_forgotten(self, deployment_id: str) -> None:
+        """Marks a deployment as being deleted, unless it is production. Under the promote lock, so a promote at the
+        same time either swaps production first (and the delete is refused here) or sees it marked (and refuses)."""
         async with self._promote_lock:
-            await asyncio.to_thread(self._set_production, row.project_id, deployment_id)
-            await self.refresh_routes()
-        self._system(deployment_id, "Promoted to production")
+            if await asyncio.to_thread(self._is_production, deployment_id):
+                raise Conflict("This deployment has just become the project's production deployment: promote "
+                               "another one before deleting it")
+            self._forgotten.add(deployment_id)
 
     def routes_changed(self) -> None:
         """A route listener: something changed which host serves which deployment (domain verified, project gone)."""
@@ -235,7 +256,8 @@ class Deployer:
         deployment_id = job.deployment_id
 
         def make_live() -> tuple[bool, dict[str, str]]:
-            promoted = job.target == "production" and self._set_production(job.project_id, deployment_id, True)
+            promoted = (job.target == "production" and deployment_id not in self._forgotten
+                        and self._set_production(job.project_id, deployment_id, "DEPLOYING", only_if_newer=True))
             return promoted, self._route_table([deployment_id])
 
         async with self._promote_lock:
@@ -423,10 +445,17 @@ class Deployer:
 
         return await asyncio.to_thread(move)
 
-    def _set_production(self, project_id: str, deployment_id: str, only_if_newer: bool = False) -> bool:
-        """Points the project's production URLs at the deployment; with `only_if_newer`, not over a newer one (two
-        production builds finishing out of order)."""
+    def _set_production(self, project_id: str, deployment_id: str, status: str, only_if_newer: bool = False) -> bool:
+        """Points the project's production URLs at the deployment if it is still in `status`; with `only_if_newer`,
+        not over a newer one (two production builds finishing out of order)."""
         with self.ctx.db.session() as s:
+            # A compare-and-set on the deployment's row (a no-op write where its status is still `status`) in the
+            # transaction that swaps production: PostgreSQL holds the row, SQLite the database, until commit, so the
+            # deployment cannot change state or be deleted between this check and production pointing at it.
+            held = s.execute(update(Deployment).values(status=Deployment.status).where(
+                Deployment.id == deployment_id, Deployment.project_id == project_id, Deployment.status == status))
+            if not held.rowcount:
+                return False
             project = s.get(Project, project_id)
             deployment = s.get(Deployment, deployment_id)
             if project is None or deployment is None:
@@ -437,6 +466,12 @@ class Deployer:
             project.production_deployment_id = deployment_id
             deployment.meta = {**(deployment.meta or {}), "promoted_at": time.time()}
             return True
+
+    def _is_production(self, deployment_id: str) -> bool:
+        with self.ctx.db.sessions() as s:
+            return s.scalar(select(Project.id).join(Deployment, Deployment.project_id == Project.id)
+                            .where(Deployment.id == deployment_id, Project.production_deployment_id == deployment_id)
+                            ) is not None
 
     def _warm_ids(self, s: Any, among: Iterable[str] | None = None) -> set[str]:
         """Production deployments and their rollback targets (the READY one promoted most recently before)."""
@@ -499,6 +534,11 @@ class Deployer:
         task = asyncio.ensure_future(coro)
         self._spawned.add(task)
         task.add_done_callback(self._spawned.discard)
+
+    def _ask(self, coro: Coroutine[Any, Any, Any], timeout: float = 60.0) -> Any:
+        """Runs a coroutine on the deployer's loop from another thread and returns its result (or raises its error)."""
+        assert self._loop is not None and not self._on_loop()
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def _call(self, coro: Coroutine[Any, Any, Any], *, wait: bool = False, timeout: float = 60.0) -> None:
         """Runs a coroutine on the deployer's loop from any thread; with `wait`, blocks (off the loop) until done."""
