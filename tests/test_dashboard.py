@@ -614,6 +614,9 @@ def test_sign_out_revokes_the_session(alice: Alice, dash: RunixServer) -> None:
     session = next(c["value"] for c in page.context.cookies() if c["name"] == "runix_session")
     page.goto("/dashboard")
     shoot(page, "projects")
+    page.click("nav >> text=Deployments")
+    assert page.locator("table.deployments tbody tr").count() >= 1  # her deployments, of every project
+    shoot(page, "deployments")
     # Projects page back by cursor, as GET /projects does: past the only project, none is left.
     page.goto(f"/dashboard?cursor={alice.api.get('/projects/shop').json()['id']}")
     assert "No more projects" in page.inner_text("main") and page.locator(".project-item").count() == 0

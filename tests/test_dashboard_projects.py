@@ -38,3 +38,26 @@ def test_each_project_shows_its_newest_deployment(server: RunixServer, account: 
         status = re.search(r'class="status [^"]*">(\w+)<', item)
         shown[name] = status.group(1) if status else ("none" if "No deployments yet" in item else "?")
     assert shown == {"older-then-broken": "ERROR", "only-ready": "READY", "never-deployed": "none"}
+
+
+def test_deployments_of_every_project_on_one_page(server: RunixServer, account: Account) -> None:
+    with RunixClient(server.url, account.token, transport=StdlibTransport()) as sdk:
+        for name in ("first-app", "second-app"):
+            sdk.create_project(name)
+        assert settled(sdk, "first-app") == "READY"
+        sdk.update_project("second-app", build_command="exit 3")
+        assert settled(sdk, "second-app") == "ERROR"
+        newest_first = [(d["id"], d["project"], d["status"]) for d in sdk.list_deployments()]
+
+    def rows(query: str = "") -> list[tuple[str, str, str]]:
+        page = httpx.get(f"{server.url}/dashboard/deployments{query}", cookies={"runix_session": account.token},
+                         timeout=30)
+        assert page.status_code == 200
+        return [(deployment_id, project, status) for project, deployment_id, _, status in re.findall(
+            r'<a class="mono" href="/dashboard/projects/([^/"]+)/deployments/(dpl_\w+)">\2</a>.*?'
+            r'<a href="/dashboard/projects/(\1)">\1</a>.*?data-status="(\w+)"', page.text, re.S)]
+
+    assert rows() == newest_first and len(newest_first) == 2
+    assert rows("?status=ERROR") == [d for d in newest_first if d[2] == "ERROR"]
+    assert 'aria-current="page">Deployments<' in httpx.get(
+        f"{server.url}/dashboard/deployments", cookies={"runix_session": account.token}).text

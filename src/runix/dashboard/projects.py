@@ -102,18 +102,25 @@ def _deploy_limit_message(c: Call, retry_after: int) -> str:
             f"You can deploy again in about {wait}, or choose a larger plan on the Billing page.")
 
 
-def _deployments_context(c: Call, project: Project) -> dict[str, Any]:
-    """A page of the project's deployments, filtered like GET /deployments by the query's status and target, older
-    pages reached with its cursor (the service checks all three: a bad value is a 400 page)."""
+def _deployments_context(c: Call, project: Project | None) -> dict[str, Any]:
+    """A page of the project's deployments (every project's without one), filtered like GET /deployments by the
+    query's status and target, older pages reached with its cursor (the service checks all three: a bad value is a
+    400 page)."""
     query = {k: c.request.query_params.get(k, "")[:64] for k in ("status", "target", "cursor")}
-    found = deployments.list_page(c.db, c.me, project.id, query["status"] or None, query["target"] or None,
-                                  DEPLOYMENTS_PER_PAGE, query["cursor"] or None)
+    found = deployments.list_page(c.db, c.me, project.id if project else None, query["status"] or None,
+                                  query["target"] or None, DEPLOYMENTS_PER_PAGE, query["cursor"] or None)
     rows = deployments.public_list(c.ctx, c.db, found.items)
     filters = {k: v for k, v in query.items() if v and k != "cursor"}
     return {"deployments": rows, "live": any(d.status in ACTIVE for d in rows), "filters": filters,
             "statuses": deployments.STATUSES, "targets": deployments.TARGETS,
             "query": urlencode({k: v for k, v in query.items() if v}),
             "older": urlencode(filters | {"cursor": found.next_cursor}) if found.next_cursor else None}
+
+
+@page("/deployments", api=("GET /deployments",))
+def all_deployments_page(c: Call) -> Response:
+    """Every project's deployments, newest first; refreshed every 2 s while one is on its way."""
+    return c.render("deployments.html", title="Deployments", **_deployments_context(c, None))
 
 
 @page("/projects/{name}/deployments-table")
