@@ -3,9 +3,9 @@ import but a deploy to an http:// API never uses are made on first use instead o
 
 A deferred module is in sys.modules at once, with its name, spec and path, so `import x` elsewhere finds it; its code
 runs the first time any other attribute is read (so `from x import y` loads it at once, as it must). Only modules
-whose importers merely bind the name qualify. Together they are ~3 ms of the ~23 ms a deploy spends starting before
-its first request (bench/cli_deploy.py); Python's own LazyLoader does not do here, since on 3.11 a second `import x`
-runs it. Installed only by `runix deploy` (runix.cli.run), never in the server.
+whose importers merely bind the name qualify. Together they are ~3 ms of the ~30 ms from a deploy's start to its
+first request (measured against a closed port, as bench/cli_deploy.py does); Python's own LazyLoader does not do
+here, since on 3.11 a second `import x` runs it. Installed only by `runix deploy` (runix.cli.run), never in the server.
 """
 
 from __future__ import annotations
