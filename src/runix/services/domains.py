@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -36,7 +36,7 @@ def add(ctx: Runix, s: Session, account: Account, project_ref: str, raw_name: st
     if s.scalar(select(Domain.id).where(Domain.name == name)):
         raise Conflict(f"The domain {name} is already in use")
     limit = get_plan(account.plan).domains_per_project
-    _lock_project(s, project)
+    projects.lock(s, project)  # the count and the insert as one step
     used = s.scalar(select(func.count()).select_from(Domain).where(Domain.project_id == project.id)) or 0
     if limit is not None and used >= limit:
         raise Forbidden(f"Your {account.plan} plan allows {limit} domains per project")
@@ -49,14 +49,6 @@ def add(ctx: Runix, s: Session, account: Account, project_ref: str, raw_name: st
         s.rollback()
         raise Conflict(f"The domain {name} is already in use") from exc
     return domain
-
-
-def _lock_project(s: Session, project: Project) -> None:
-    """Holds the project's row until commit, so the count of its domains and the insert are one step: concurrent
-    adds cannot all pass the plan's limit. A no-op UPDATE rather than SELECT ... FOR UPDATE because it locks on both
-    databases: PostgreSQL locks the row (the next statement, under READ COMMITTED, sees what the previous holder
-    committed) and SQLite takes its single write lock (the transaction begins with this write, so no stale snapshot)."""
-    s.execute(update(Project).where(Project.id == project.id).values(updated_at=Project.updated_at))
 
 
 def list_for(s: Session, account: Account, project_ref: str) -> list[Domain]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 from sqlalchemy import select
-from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session
 
 from runix.context import Runix
@@ -50,15 +49,9 @@ def _vars_of(s: Session, project: Project) -> list[EnvVar]:
     return list(s.scalars(select(EnvVar).where(EnvVar.project_id == project.id).order_by(EnvVar.key, EnvVar.id)))
 
 
-def _lock(s: Session, project: Project) -> None:
-    """Takes the project's row lock (a no-op write) until commit, so two writers cannot both pass the overlap check:
-    PostgreSQL locks the row, SQLite the database."""
-    s.execute(sql_update(Project).where(Project.id == project.id).values(updated_at=Project.updated_at))
-
-
 def create(ctx: Runix, s: Session, account: Account, project_ref: str, body: EnvVarCreate) -> EnvVar:
     project = projects.get(s, account, project_ref)
-    _lock(s, project)
+    projects.lock(s, project)  # the limit and overlap checks and the write as one step
     existing = _vars_of(s, project)
     limit = get_plan(account.plan).env_vars_per_project
     if limit is not None and len(existing) >= limit:
@@ -83,7 +76,7 @@ def get(s: Session, account: Account, project_ref: str, env_id: str) -> tuple[Pr
 
 def update(ctx: Runix, s: Session, account: Account, project_ref: str, env_id: str, body: EnvVarUpdate) -> EnvVar:
     project, var = get(s, account, project_ref, env_id)
-    _lock(s, project)
+    projects.lock(s, project)  # the overlap check and the write as one step
     s.refresh(var)
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
     if changes.get("type") == "plain" and var.type == "sensitive":

@@ -85,6 +85,15 @@ def _free_slug(s: Session, name: str) -> str:
     return candidate
 
 
+def lock(s: Session, project: Project) -> None:
+    """Holds the project's row until commit, so a check over its rows (a plan limit, an overlap) and the write that
+    follows are one step for concurrent writers. A no-op UPDATE rather than SELECT ... FOR UPDATE because it locks
+    on both databases: PostgreSQL locks the row (the next statement, under READ COMMITTED, sees what the previous
+    holder committed) and SQLite takes its single write lock (the transaction begins with this write, so no stale
+    snapshot)."""
+    s.execute(sql_update(Project).where(Project.id == project.id).values(updated_at=Project.updated_at))
+
+
 def create(ctx: Runix, s: Session, account: Account, body: ProjectCreate) -> Project:
     name = names.project_name(body.name)
     limit = get_plan(account.plan).projects
