@@ -43,6 +43,27 @@ class Layout:
     def release_dir(self, deployment_id: str) -> Path:
         return self.releases / deployment_id
 
+    @classmethod
+    def of_release(cls, release_dir: Path) -> Layout | None:
+        """The layout whose release folder `release_dir` is, or None when it is not one (e.g. a test's folder)."""
+        layout = cls(release_dir.parent.parent)
+        return layout if layout.release_dir(release_dir.name) == release_dir else None
+
+    @property
+    def bytecode(self) -> Path:
+        """Python bytecode caches of running apps (PYTHONPYCACHEPREFIX), outside their read-only releases."""
+        return self.root / "bytecode"
+
+    def bytecode_cache(self, deployment_id: str) -> Path:
+        """One deployment's bytecode cache: the only folder its app may write that outlives a restart."""
+        return self.bytecode / deployment_id
+
+    @property
+    def system_bytecode(self) -> Path:
+        """Links to the system Pythons' own compiled standard library, laid out as PYTHONPYCACHEPREFIX expects;
+        apps read it (read-only) so that a bytecode cache does not start by compiling the standard library."""
+        return self.root / "system-bytecode"
+
     @property
     def cache(self) -> Path:
         """Shared download caches (uv, npm) so a second install of the same dependencies is fast."""
@@ -53,5 +74,5 @@ class Layout:
         return self.root / "logs"
 
     def ensure(self) -> None:
-        for d in (self.root, self.sources, self.builds, self.releases, self.cache, self.logs):
+        for d in (self.root, self.sources, self.builds, self.releases, self.cache, self.logs, self.bytecode):
             d.mkdir(parents=True, exist_ok=True)
