@@ -2,21 +2,28 @@
 
 - Python bytecode: each deployment has a writable cache outside its read-only release, which a restart reuses, no
   other app can see, and which goes when the deployment is deleted.
+- A taken port: when another process gets the port handed to an app first, the app starts again on a new port, and
+  that is no crash.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.server
 import importlib.util
 import os
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from runix.layout import Layout
 from runix.pipeline.release import make_read_only
-from runix.pipeline.runtime import AppSpec
+from runix.pipeline.runtime import AppFailed, AppSpec, AppState, local
 from runix.pipeline.runtime.local import LocalRuntime
 from tests.support import Account, RunixServer
 from tests.test_deployments_e2e import tarball
@@ -149,3 +156,101 @@ def test_deleting_a_deployment_deletes_its_bytecode_cache(server: RunixServer, a
         assert time.monotonic() < deadline, "the cache outlived its deployment"
         time.sleep(0.05)
 
+
+
+class ThiefHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        self.send_response(200)
+        self.send_header("Content-Length", "5")
+        self.end_headers()
+        self.wfile.write(b"thief")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def thief_http() -> Iterator[int]:
+    """Another process's web server, already answering on the port the runtime is about to hand out."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ThiefHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def thief_socket() -> Iterator[int]:
+    """A port another process has bound (as free_port() itself does for a moment), without answering on it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
+def hand_out_first(monkeypatch: pytest.MonkeyPatch, port: int) -> list[int]:
+    """The runtime's free_port() returns `port` first (as if it had been free a moment ago); returns all handed out."""
+    handed: list[int] = []
+    real = local.free_port
+
+    def free_port(host: str = "127.0.0.1") -> int:
+        handed.append(port if not handed else real(host))
+        return handed[-1]
+
+    monkeypatch.setattr(local, "free_port", free_port)
+    return handed
+
+
+@pytest.mark.parametrize(("thief", "command"), [
+    # Its bind fails, so it exits while the port is in use.
+    ("thief_socket", "exec python3 server.py"),
+    # It is slow to start, and meanwhile the thief answers on its port: that answer is not the app's.
+    ("thief_http", "sleep 1; exec python3 server.py"),
+])
+def test_an_app_whose_port_was_taken_starts_again_on_a_new_port_without_a_crash(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, thief: str,
+        command: str) -> None:
+    taken = request.getfixturevalue(thief)
+    handed = hand_out_first(monkeypatch, taken)
+    layout = Layout(tmp_path.resolve() / "data")
+    layout.ensure()
+    spec = make_release(layout, "dpl_port")
+    spec = AppSpec(spec.deployment_id, spec.release_dir, spec.app_dir, command, spec.env)
+    lines: list[str] = []
+    ports: list[int | None] = []
+
+    async def scenario() -> None:
+        runtime = LocalRuntime(on_log=lambda _d, _s, line: lines.append(line),
+                               on_port=lambda _d, port: ports.append(port))
+        try:
+            port = await runtime.start(spec)
+            assert port != taken and handed[:2] == [taken, port]
+            assert (await fetch(port))["greeting"] == "hello"
+            assert runtime.status("dpl_port") is AppState.RUNNING
+            assert runtime._apps["dpl_port"].restarts == 0  # not counted as a crash
+            assert ports == [port]  # the taken port was never announced
+        finally:
+            await runtime.stop_all()
+
+    asyncio.run(scenario())
+    assert f"Port {taken} was taken by another process before the app listened on it; starting the app again on a " \
+           "new port" in lines, lines
+    if thief == "thief_http":
+        assert httpx.get(f"http://127.0.0.1:{taken}/").text == "thief"  # left alone
+
+
+def test_an_app_that_fails_on_its_own_still_fails_at_once(tmp_path: Path) -> None:
+    """An early exit with its port free is the app's failure: reported, not retried on another port."""
+    layout = Layout(tmp_path.resolve() / "data")
+    layout.ensure()
+    spec = make_release(layout, "dpl_broken")
+    spec = AppSpec(spec.deployment_id, spec.release_dir, spec.app_dir, "echo broken; exit 3", spec.env)
+    lines: list[str] = []
+
+    async def scenario() -> None:
+        runtime = LocalRuntime(on_log=lambda _d, _s, line: lines.append(line), on_port=lambda *_: None)
+        with pytest.raises(AppFailed, match="exited with code 3"):
+            await runtime.start(spec)
+
+    asyncio.run(scenario())
+    assert lines == ["broken"]

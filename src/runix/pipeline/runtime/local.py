@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -36,12 +37,93 @@ log = structlog.get_logger("runix.runtime")
 HEALTH_POLL_SECONDS = 0.005
 BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 0.5, 30.0, 60.0
 STOP_GRACE_SECONDS = 5.0
+PORT_ATTEMPTS = 5  # starts on a new port when another process took the last one, before giving up
+# Netlink's sock_diag, from linux/netlink.h, linux/sock_diag.h and linux/inet_diag.h
+_NETLINK_SOCK_DIAG, _SOCK_DIAG_BY_FAMILY, _NLMSG_ERROR, _NLMSG_DONE = 4, 20, 2, 3
+_NLM_F_REQUEST, _NLM_F_DUMP, _TCP_LISTEN = 0x1, 0x300, 10
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when host:port cannot be bound the way servers bind (SO_REUSEADDR: closed connections do not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _listening_sockets(port: int) -> set[int]:
+    """Inodes of the TCP sockets listening on `port` (any address), asked of the kernel over sock_diag netlink.
+
+    Not /proc/net/tcp: reading it walks every bucket of the connection table (~5 ms here); asking for listening
+    sockets only walks those. Empty when the kernel does not answer.
+    """
+    inodes: set[int] = set()
+    with contextlib.suppress(OSError), socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
+        for family in (socket.AF_INET, socket.AF_INET6):
+            # struct inet_diag_req_v2: family, protocol, ext, pad, states; then a zeroed inet_diag_sockid (48 bytes).
+            request = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN) + bytes(48)
+            nl.send(struct.pack("=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST | _NLM_F_DUMP,
+                                0, 0) + request)
+            while (data := nl.recv(65536)) and not _read_diag(data, port, inodes):
+                pass
+    return inodes
+
+
+def _read_diag(data: bytes, port: int, inodes: set[int]) -> bool:
+    """Adds the inodes of the sockets on `port` in one netlink reply to `inodes`; True once the dump is over."""
+    offset = 0
+    while offset + 16 <= len(data):
+        length, kind = struct.unpack_from("=IH", data, offset)
+        if kind in (_NLMSG_DONE, _NLMSG_ERROR) or length < 16:
+            return True
+        # struct inet_diag_msg after the 16-byte header: 4 bytes, inet_diag_sockid (sport first, big-endian),
+        # then expires, rqueue, wqueue, uid and inode.
+        (sport,) = struct.unpack_from("!H", data, offset + 20)
+        (inode,) = struct.unpack_from("=I", data, offset + 16 + 4 + 48 + 16)
+        if sport == port:
+            inodes.add(inode)
+        offset += (length + 3) & ~3
+    return False
+
+
+def _sockets_of_tree(pid: int) -> set[int] | None:
+    """Inodes of the sockets that `pid` and its descendants hold; None when /proc cannot tell."""
+    held: set[int] = set()
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    todo += [int(child) for child in children.read().split()]
+            for fd in os.listdir(f"/proc/{current}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{current}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        held.add(int(target[len("socket:["):-1]))
+        except OSError:
+            if os.path.exists(f"/proc/{current}"):
+                return None  # no access, or a kernel without .../children
+    return held
+
+
+def taken_by_another(pid: int, port: int) -> bool:
+    """True when what listens on `port` is none of process `pid` and its descendants: another process took it.
+    False when the app holds it, nothing listens, or /proc cannot tell (then the answer is taken as the app's)."""
+    listening = _listening_sockets(port)
+    if not listening:
+        return False
+    held = _sockets_of_tree(pid)
+    return held is not None and not listening & held
 
 
 async def answers_http(host: str, port: int, timeout: float = 2.0) -> bool:
@@ -93,6 +175,10 @@ def _die_with_server() -> None:
     """In the child before exec: the kernel kills the app if the server dies without stopping it (a crash, a
     SIGKILL), so no app outlives it holding a port. Under bubblewrap its --die-with-parent does the same inside."""
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class _PortTaken(Exception):
+    """Another process took the port handed to the app before the app listened on it."""
 
 
 @dataclass
@@ -256,7 +342,15 @@ class LocalRuntime:
         app.up.set()
 
     async def _launch(self, app: _App) -> None:
-        """Starts the process and waits for its first HTTP answer on PORT; raises AppFailed (process gone) if none."""
+        """Starts the process and waits for its first HTTP answer on PORT; raises AppFailed (process gone) if none.
+
+        free_port() finds a port free now and the app binds it a moment later, so another process can take it in
+        between. The runtime cannot hold the port for the app (the app binds a socket of its own), so it checks
+        instead: when the app exits early while its port is in use, or something other than the app answers there,
+        the port was taken, and the app starts again on a new one at once. That is no failure of the app: it does
+        not count as a crash (no backoff, and a first start still succeeds). The attempts are bounded, in case the
+        check mistakes a failing app for a taken port.
+        """
         spec = app.spec
         env = {"PATH": SYSTEM_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
         writable: list[Path] = []
@@ -267,8 +361,24 @@ class LocalRuntime:
             env["PYTHONPYCACHEPREFIX"] = str(cache)
             writable.append(cache)
             readonly.append(layout.system_bytecode)
-        port = free_port(self.host)
-        env.update({**spec.env, "PORT": str(port), "HOST": self.host})
+        env.update(spec.env)
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            port = free_port(self.host)
+            try:
+                await self._launch_on(app, port, {**env, "PORT": str(port), "HOST": self.host}, writable, readonly)
+                return
+            except _PortTaken:
+                await self._terminate(app)
+                if attempt == PORT_ATTEMPTS:
+                    raise AppFailed(f"Other processes took the app's port {PORT_ATTEMPTS} times in a row",
+                                    list(app.lines)) from None
+                self._system(app, f"Port {port} was taken by another process before the app listened on it; "
+                                  "starting the app again on a new port")
+
+    async def _launch_on(self, app: _App, port: int, env: dict[str, str], writable: list[Path],
+                         readonly: list[Path]) -> None:
+        """One start on `port`; raises _PortTaken when another process has it."""
+        spec = app.spec
         argv = sandbox.sandboxed(["/bin/sh", "-c", spec.start_command], root=spec.release_dir,
                                  writable=writable, readonly=readonly, env=env, cwd=spec.app_dir,
                                  network=True, enabled=self.sandbox_enabled)
@@ -300,9 +410,14 @@ class LocalRuntime:
                 raise asyncio.CancelledError
             if app.proc.returncode is not None:
                 await self._finish_pumps(app)
+                await self._terminate(app)  # whatever it left: now any holder of the port is another process
+                if port_in_use(self.host, port):
+                    raise _PortTaken
                 raise AppFailed(f"The app exited with code {app.proc.returncode} before it answered HTTP on PORT",
                                 list(app.lines))
             if await answers_http(self.host, port, timeout=1.0):
+                if await asyncio.to_thread(taken_by_another, app.proc.pid, port):
+                    raise _PortTaken
                 app.port = port
                 return
             if time.monotonic() > deadline:
