@@ -1,7 +1,8 @@
 """The local runtime on its own: real apps in the real bubblewrap sandbox, started and stopped by a LocalRuntime.
 
-- Python bytecode: each deployment has a writable cache outside its read-only release, which a restart reuses, no
-  other app can see, and which goes when the deployment is deleted.
+- Python bytecode: each deployment has a writable cache outside its read-only release, filled in the background
+  after its first start (which writes nothing), which a restart reuses, no other app can see, and which goes when
+  the deployment is deleted.
 - A taken port: when another process gets the port handed to an app first, the app starts again on a new port, and
   that is no crash.
 """
@@ -36,7 +37,7 @@ import greeting
 os.makedirs("/tmp/www", exist_ok=True)  # the sandbox's private /tmp
 with open("/tmp/www/info.json", "w") as f:
     json.dump({"greeting": greeting.TEXT, "cached": greeting.__cached__, "json_cached": json.__cached__,
-               "prefix": sys.pycache_prefix}, f)
+               "prefix": sys.pycache_prefix, "writes": not sys.dont_write_bytecode}, f)
 handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory="/tmp/www")
 http.server.HTTPServer((os.environ["HOST"], int(os.environ["PORT"])), handler).serve_forever()
 """
@@ -51,6 +52,13 @@ def make_release(layout: Layout, deployment_id: str) -> AppSpec:
     make_read_only(layout.release_dir(deployment_id))
     return AppSpec(deployment_id, layout.release_dir(deployment_id), app, "exec python3 server.py",
                    {"PATH": "/usr/bin:/bin"})
+
+
+def wait_filled(cache: Path, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not (cache / local.CACHE_FILLED).exists():
+        assert time.monotonic() < deadline, f"{cache} not filled in {seconds}s: {sorted(cache.rglob('*'))}"
+        time.sleep(0.05)
 
 
 def files_of(folder: Path) -> dict[str, int]:
@@ -76,6 +84,8 @@ def test_python_bytecode_is_cached_outside_the_release_and_a_restart_reuses_it(t
         try:
             first = await fetch(await runtime.start(spec))
             assert first["greeting"] == "hello" and first["prefix"] == str(cache)
+            assert not first["writes"]  # the first start only reads; the cache is filled once it answers
+            await asyncio.to_thread(wait_filled, cache)
             pyc = Path(first["cached"])
             assert pyc.is_relative_to(cache) and pyc.is_file(), first
             compiled = pyc.stat()
@@ -85,7 +95,7 @@ def test_python_bytecode_is_cached_outside_the_release_and_a_restart_reuses_it(t
             await runtime.stop("dpl_a")
 
             again = await fetch(await runtime.start(spec))
-            assert again["cached"] == first["cached"]
+            assert again["cached"] == first["cached"] and again["writes"]
             # Found valid and read: Python would have written a new file (a new inode) had it compiled again.
             assert (pyc.stat().st_ino, pyc.stat().st_mtime_ns) == (compiled.st_ino, compiled.st_mtime_ns)
             assert files_of(spec.release_dir) == release_before  # no __pycache__ in the release, nothing changed
@@ -149,6 +159,7 @@ def test_deleting_a_deployment_deletes_its_bytecode_cache(server: RunixServer, a
         time.sleep(0.05)
     assert status == "READY", account.client.get(f"/deployments/{deployment_id}/events").text
     cache = server.data_dir.resolve() / "bytecode" / deployment_id
+    wait_filled(cache)
     assert list(cache.rglob("greeting.*.pyc")), list(cache.rglob("*"))
     assert account.client.delete(f"/deployments/{deployment_id}").status_code == 200
     deadline = time.monotonic() + 30
