@@ -1,8 +1,8 @@
 """The local runtime on its own: real apps in the real bubblewrap sandbox, started and stopped by a LocalRuntime.
 
-- Python bytecode: each deployment has a writable cache outside its read-only release, filled in the background
-  after its first start (which writes nothing), which a restart reuses, no other app can see, and which goes when
-  the deployment is deleted.
+- Python bytecode: each deployment has a cache outside its read-only release, filled in the background after its
+  first start, which a restart reuses, which the app can read but not write, which no other app can see, and which
+  goes when the deployment is deleted.
 - A taken port: when another process gets the port handed to an app first, the app starts again on a new port, and
   that is no crash.
 """
@@ -14,6 +14,7 @@ import http.server
 import importlib.util
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -84,7 +85,7 @@ def test_python_bytecode_is_cached_outside_the_release_and_a_restart_reuses_it(t
         try:
             first = await fetch(await runtime.start(spec))
             assert first["greeting"] == "hello" and first["prefix"] == str(cache)
-            assert not first["writes"]  # the first start only reads; the cache is filled once it answers
+            assert not first["writes"]  # the app only reads; the cache is filled once it answers
             await asyncio.to_thread(wait_filled, cache)
             pyc = Path(first["cached"])
             assert pyc.is_relative_to(cache) and pyc.is_file(), first
@@ -95,7 +96,7 @@ def test_python_bytecode_is_cached_outside_the_release_and_a_restart_reuses_it(t
             await runtime.stop("dpl_a")
 
             again = await fetch(await runtime.start(spec))
-            assert again["cached"] == first["cached"] and again["writes"]
+            assert again["cached"] == first["cached"] and not again["writes"]
             # Found valid and read: Python would have written a new file (a new inode) had it compiled again.
             assert (pyc.stat().st_ino, pyc.stat().st_mtime_ns) == (compiled.st_ino, compiled.st_mtime_ns)
             assert files_of(spec.release_dir) == release_before  # no __pycache__ in the release, nothing changed
@@ -109,7 +110,7 @@ def test_python_bytecode_is_cached_outside_the_release_and_a_restart_reuses_it(t
     asyncio.run(scenario())
 
 
-def test_an_app_writes_its_own_cache_and_cannot_see_another_apps(tmp_path: Path) -> None:
+def test_an_app_reads_its_own_cache_only_and_cannot_see_another_apps(tmp_path: Path) -> None:
     layout = Layout(tmp_path.resolve() / "data")
     layout.ensure()
     first, second = make_release(layout, "dpl_first"), make_release(layout, "dpl_second")
@@ -139,9 +140,9 @@ def test_an_app_writes_its_own_cache_and_cannot_see_another_apps(tmp_path: Path)
     asyncio.run(scenario())
     answers = dict(line.split("=", 1) for line in lines if "=" in line)
     answers.pop("data-dir")
-    assert answers == {"own-cache": "yes", "other-cache-read": "no", "other-cache-write": "no", "release": "no",
+    assert answers == {"own-cache": "no", "other-cache-read": "no", "other-cache-write": "no", "release": "no",
                        "system-bytecode": "no"}, lines
-    assert (layout.bytecode_cache("dpl_second") / "probe").is_file()
+    assert not (layout.bytecode_cache("dpl_second") / "probe").exists()
     assert not (other_cache / "probe").exists() and not (layout.root / "probe").exists()
 
 
@@ -167,6 +168,40 @@ def test_deleting_a_deployment_deletes_its_bytecode_cache(server: RunixServer, a
         assert time.monotonic() < deadline, "the cache outlived its deployment"
         time.sleep(0.05)
 
+
+
+def test_filling_the_cache_runs_no_code_of_the_apps_packages(tmp_path: Path) -> None:
+    """A package's .pth file runs at every interpreter start with `site`: the app runs it (and cannot write its
+    cache), the filler does not (it compiles with -S), so nothing the app ships runs with the cache writable."""
+    layout = Layout(tmp_path.resolve() / "data")
+    layout.ensure()
+    release = layout.release_dir("dpl_pth")
+    (release / "app").mkdir(parents=True)
+    (release / "app" / "server.py").write_text(SERVER)
+    (release / "app" / "greeting.py").write_text("TEXT = 'hello'\n")
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(release / ".venv")], check=True)
+    site_packages = next((release / ".venv" / "lib").glob("python3.*/site-packages"))
+    (site_packages / "plant.pth").write_text(
+        "import os; p = os.environ.get('PYTHONPYCACHEPREFIX'); p and open(os.path.join(p, 'planted-' + "
+        "str(os.getpid())), 'w').close()\n")
+    (site_packages / "vendored.py").write_text("VALUE = 1\n")
+    make_read_only(release)
+    venv = str(release / ".venv")
+    spec = AppSpec("dpl_pth", release, release / "app", "exec python3 server.py",
+                   {"PATH": f"{venv}/bin:/usr/bin:/bin", "VIRTUAL_ENV": venv})
+    cache = layout.bytecode_cache("dpl_pth")
+
+    async def scenario() -> None:
+        runtime = LocalRuntime(on_log=lambda *_: None, on_port=lambda *_: None)
+        try:
+            assert (await fetch(await runtime.start(spec)))["greeting"] == "hello"
+            await asyncio.to_thread(wait_filled, cache)
+        finally:
+            await runtime.stop_all()
+
+    asyncio.run(scenario())
+    assert list(cache.rglob("vendored.*.pyc")) and list(cache.rglob("greeting.*.pyc"))  # both folders compiled
+    assert not list(cache.rglob("planted-*"))
 
 
 class ThiefHandler(http.server.BaseHTTPRequestHandler):

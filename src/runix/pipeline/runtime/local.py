@@ -5,10 +5,12 @@ exits while it should run, it is started again after 0.5 s, 1 s, 2 s, ... (at mo
 stayed up for a minute).
 
 The release is read-only, so Python could not keep the bytecode it compiles there and compiled the app and its
-dependencies again on every start and wake. Each deployment gets a writable bytecode cache outside its release
-instead (PYTHONPYCACHEPREFIX), bound into its sandbox and no other app's, and deleted with the deployment. The first
-start writes nothing to it (writing ~100 files while the app starts cost a first deploy ~0.1 s): once the app
-answers, the release's Python files are compiled into it in the background, at the lowest CPU priority.
+dependencies again on every start and wake. Each deployment gets a bytecode cache outside its release instead
+(PYTHONPYCACHEPREFIX), deleted with the deployment. Once the app first answers, the release's Python files are
+compiled into it in the background, at the lowest CPU priority, by compileall run without `site` (so no code of the
+app or its packages runs with write access to it); the app itself only reads it. So an app cannot fill the disk
+through its cache, nor plant bytecode for its later starts, and its first start writes nothing (writing ~100 files
+while the app starts cost a first deploy ~0.1 s).
 """
 
 from __future__ import annotations
@@ -361,25 +363,22 @@ class LocalRuntime:
         """
         spec = app.spec
         env = {"PATH": SYSTEM_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
-        writable: list[Path] = []
         readonly = [spec.release_dir]
         layout = Layout.of_release(spec.release_dir)
         cache = await self._bytecode_cache(layout, spec.deployment_id) if layout else None
-        if layout and cache:  # its own cache writable, the standard library's links read-only; no other app's
+        if layout and cache:  # its own cache and the standard library's links, read-only; no other app's
             env["PYTHONPYCACHEPREFIX"] = str(cache)
-            writable.append(cache)
-            readonly.append(layout.system_bytecode)
+            env["PYTHONDONTWRITEBYTECODE"] = "1"  # it could not anyway: the filler writes the cache
+            readonly += [cache, layout.system_bytecode]
         env.update(spec.env)
         fill = cache is not None and app.filler is None and not (cache / CACHE_FILLED).exists()
         for attempt in range(1, PORT_ATTEMPTS + 1):
             port = free_port(self.host)
             launch_env = {**env, "PORT": str(port), "HOST": self.host}
-            if fill:
-                launch_env["PYTHONDONTWRITEBYTECODE"] = "1"  # the filler writes the cache once the app answers
             try:
-                await self._launch_on(app, port, launch_env, writable, readonly)
+                await self._launch_on(app, port, launch_env, readonly)
                 if fill:
-                    app.filler = asyncio.create_task(self._fill_bytecode(app, cache, env, writable, readonly))  # type: ignore[arg-type]
+                    app.filler = asyncio.create_task(self._fill_bytecode(app, cache, env, readonly))  # type: ignore[arg-type]
                 return
             except _PortTaken:
                 await self._terminate(app)
@@ -389,15 +388,17 @@ class LocalRuntime:
                 self._system(app, f"Port {port} was taken by another process before the app listened on it; "
                                   "starting the app again on a new port")
 
-    async def _fill_bytecode(self, app: _App, cache: Path, env: dict[str, str], writable: list[Path],
-                             readonly: list[Path]) -> None:
+    async def _fill_bytecode(self, app: _App, cache: Path, env: dict[str, str], readonly: list[Path]) -> None:
         """Compiles the app's folder and its virtualenv into the bytecode cache, in the app's sandbox, at the lowest
         CPU priority; marks the cache filled when done, so later starts read it (and may add to it)."""
         spec = app.spec
         folders = [str(spec.app_dir)] + ([env["VIRTUAL_ENV"]] if env.get("VIRTUAL_ENV") else [])
-        command = "exec python3 -m compileall -q -x /node_modules/ " + " ".join(shlex.quote(f) for f in folders)
-        argv = sandbox.sandboxed(["/bin/sh", "-c", command], root=spec.release_dir, writable=writable,
-                                 readonly=readonly, env=env, cwd=spec.app_dir, network=False,
+        # -S: no `site`, so no .pth file of the app's packages runs while the cache is writable.
+        command = "exec python3 -S -m compileall -q -x /node_modules/ " + " ".join(shlex.quote(f) for f in folders)
+        env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        argv = sandbox.sandboxed(["/bin/sh", "-c", command], root=spec.release_dir, writable=[cache],
+                                 readonly=[r for r in readonly if r != cache], env=env, cwd=spec.app_dir,
+                                 network=False,
                                  enabled=self.sandbox_enabled)
         limits = sandbox.resource_limits(self.memory_bytes, self.max_processes, self.max_open_files)
 
@@ -423,12 +424,11 @@ class LocalRuntime:
                     os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
 
-    async def _launch_on(self, app: _App, port: int, env: dict[str, str], writable: list[Path],
-                         readonly: list[Path]) -> None:
+    async def _launch_on(self, app: _App, port: int, env: dict[str, str], readonly: list[Path]) -> None:
         """One start on `port`; raises _PortTaken when another process has it."""
         spec = app.spec
         argv = sandbox.sandboxed(["/bin/sh", "-c", spec.start_command], root=spec.release_dir,
-                                 writable=writable, readonly=readonly, env=env, cwd=spec.app_dir,
+                                 writable=[], readonly=readonly, env=env, cwd=spec.app_dir,
                                  network=True, enabled=self.sandbox_enabled)
         limits = sandbox.resource_limits(self.memory_bytes, self.max_processes, self.max_open_files)
 
