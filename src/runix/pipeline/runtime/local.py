@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import glob
 import os
 import shlex
@@ -33,14 +32,14 @@ from pathlib import Path
 import structlog
 
 from runix.layout import Layout
-from runix.pipeline import sandbox
+from runix.pipeline import processes, sandbox
+from runix.pipeline.processes import BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER
 from runix.pipeline.release import SYSTEM_PATH
 from runix.pipeline.runtime import AppFailed, AppSpec, AppState, LogSink, PortSink
 
 log = structlog.get_logger("runix.runtime")
 
 HEALTH_POLL_SECONDS = 0.005
-BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 0.5, 30.0, 60.0
 STOP_GRACE_SECONDS = 5.0
 CACHE_FILLED = ".filled"  # in a bytecode cache, once the release's Python files are all compiled into it
 PORT_ATTEMPTS = 5  # starts on a new port when another process took the last one, before giving up
@@ -171,16 +170,6 @@ def link_system_bytecode(target: Path) -> None:
             for name in names:
                 with contextlib.suppress(FileExistsError):
                     (linked / name).symlink_to(os.path.join(folder, name))
-
-
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_server() -> None:
-    """In the child before exec: the kernel kills the app if the server dies without stopping it (a crash, a
-    SIGKILL), so no app outlives it holding a port. Under bubblewrap its --die-with-parent does the same inside."""
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class _PortTaken(Exception):
@@ -404,7 +393,7 @@ class LocalRuntime:
 
         def prepare_child() -> None:
             limits()
-            _die_with_server()
+            processes.die_with_server()
             os.nice(19)
 
         proc = None
@@ -434,7 +423,7 @@ class LocalRuntime:
 
         def prepare_child() -> None:
             limits()
-            _die_with_server()
+            processes.die_with_server()
 
         spawning = asyncio.ensure_future(asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -494,15 +483,7 @@ class LocalRuntime:
         proc = app.proc
         if proc is None:
             return
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(STOP_GRACE_SECONDS):
-                    await proc.wait()
-        # Whatever is left of the group (the leader gone, a child still there) goes too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        await processes.end_group(proc, STOP_GRACE_SECONDS)
         for task in app.pumps:
             task.cancel()
         app.pumps = []
