@@ -176,6 +176,12 @@ class _PortTaken(Exception):
     """Another process took the port handed to the app before the app listened on it."""
 
 
+def _has_python(app_dir: Path, env: dict[str, str]) -> bool:
+    """Whether the release has Python to compile: a virtualenv, or .py files at the app's top level (a static site
+    or a Node app has neither, and is spared a filler)."""
+    return bool(env.get("VIRTUAL_ENV")) or any(app_dir.glob("*.py"))
+
+
 @dataclass
 class _App:
     spec: AppSpec
@@ -360,7 +366,8 @@ class LocalRuntime:
             env["PYTHONDONTWRITEBYTECODE"] = "1"  # it could not anyway: the filler writes the cache
             readonly += [cache, layout.system_bytecode]
         env.update(spec.env)
-        fill = cache is not None and app.filler is None and not (cache / CACHE_FILLED).exists()
+        fill = (cache is not None and app.filler is None and not (cache / CACHE_FILLED).exists()
+                and _has_python(spec.app_dir, env))
         for attempt in range(1, PORT_ATTEMPTS + 1):
             port = free_port(self.host)
             launch_env = {**env, "PORT": str(port), "HOST": self.host}
