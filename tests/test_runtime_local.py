@@ -300,3 +300,27 @@ def test_an_app_that_fails_on_its_own_still_fails_at_once(tmp_path: Path) -> Non
 
     asyncio.run(scenario())
     assert lines == ["broken"]
+
+
+def test_a_release_without_python_gets_no_filler(tmp_path: Path) -> None:
+    """A static site served by a Python server still has nothing of its own to compile: no filler runs for it."""
+    layout = Layout(tmp_path.resolve() / "data")
+    layout.ensure()
+    app = layout.release_dir("dpl_static") / "app"
+    app.mkdir(parents=True)
+    (app / "index.html").write_text("<p>static</p>\n")
+    make_read_only(layout.release_dir("dpl_static"))
+    spec = AppSpec("dpl_static", layout.release_dir("dpl_static"), app,
+                   'exec python3 -m http.server --bind "$HOST" "$PORT"', {"PATH": "/usr/bin:/bin"})
+
+    async def scenario() -> None:
+        runtime = LocalRuntime(on_log=lambda *_: None, on_port=lambda *_: None)
+        try:
+            port = await runtime.start(spec)
+            assert "static" in (await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{port}/")).text
+            assert runtime._apps["dpl_static"].filler is None
+        finally:
+            await runtime.stop_all()
+
+    asyncio.run(scenario())
+    assert not (layout.bytecode_cache("dpl_static") / local.CACHE_FILLED).exists()
