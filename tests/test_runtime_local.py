@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runix.layout import Layout
+from runix.layout import FILLED_SUFFIX, Layout
 from runix.pipeline.release import make_read_only
 from runix.pipeline.runtime import AppFailed, AppSpec, AppState, local
 from runix.pipeline.runtime.local import LocalRuntime
@@ -56,8 +56,10 @@ def make_release(layout: Layout, deployment_id: str) -> AppSpec:
 
 
 def wait_filled(cache: Path, seconds: float = 30) -> None:
+    """Until the runtime marks `cache` compiled (bytecode/<deployment id>.filled, beside it)."""
+    filled = cache.with_name(cache.name + FILLED_SUFFIX)
     deadline = time.monotonic() + seconds
-    while not (cache / local.CACHE_FILLED).exists():
+    while not filled.exists():
         assert time.monotonic() < deadline, f"{cache} not filled in {seconds}s: {sorted(cache.rglob('*'))}"
         time.sleep(0.05)
 
@@ -170,9 +172,9 @@ def test_deleting_a_deployment_deletes_its_bytecode_cache(server: RunixServer, a
 
 
 
-def test_filling_the_cache_runs_no_code_of_the_apps_packages(tmp_path: Path) -> None:
-    """A package's .pth file runs at every interpreter start with `site`: the app runs it (and cannot write its
-    cache), the filler does not (it compiles with -S), so nothing the app ships runs with the cache writable."""
+def test_filling_the_cache_runs_no_code_of_the_release(tmp_path: Path) -> None:
+    """Nothing the release ships runs while its cache is writable: not a package's .pth file (which `site` runs at
+    every interpreter start), not a compileall.py in the app's folder, whatever the app's PYTHONPATH says."""
     layout = Layout(tmp_path.resolve() / "data")
     layout.ensure()
     release = layout.release_dir("dpl_pth")
@@ -185,10 +187,13 @@ def test_filling_the_cache_runs_no_code_of_the_apps_packages(tmp_path: Path) -> 
         "import os; p = os.environ.get('PYTHONPYCACHEPREFIX'); p and open(os.path.join(p, 'planted-' + "
         "str(os.getpid())), 'w').close()\n")
     (site_packages / "vendored.py").write_text("VALUE = 1\n")
+    # A module shadowing the compiler, where `python -m compileall` run from the app's folder would find it first.
+    (release / "app" / "compileall.py").write_text(
+        "import os, sys; open(os.path.join(sys.pycache_prefix or '/tmp', 'planted-shadow'), 'w').close()\n")
     make_read_only(release)
     venv = str(release / ".venv")
     spec = AppSpec("dpl_pth", release, release / "app", "exec python3 server.py",
-                   {"PATH": f"{venv}/bin:/usr/bin:/bin", "VIRTUAL_ENV": venv})
+                   {"PATH": f"{venv}/bin:/usr/bin:/bin", "VIRTUAL_ENV": venv, "PYTHONPATH": str(release / "app")})
     cache = layout.bytecode_cache("dpl_pth")
 
     async def scenario() -> None:
@@ -202,6 +207,7 @@ def test_filling_the_cache_runs_no_code_of_the_apps_packages(tmp_path: Path) -> 
     asyncio.run(scenario())
     assert list(cache.rglob("vendored.*.pyc")) and list(cache.rglob("greeting.*.pyc"))  # both folders compiled
     assert not list(cache.rglob("planted-*"))
+    assert layout.bytecode_filled("dpl_pth").is_file() and not layout.bytecode_filled("dpl_pth").is_symlink()
 
 
 class ThiefHandler(http.server.BaseHTTPRequestHandler):
@@ -323,4 +329,5 @@ def test_a_release_without_python_gets_no_filler(tmp_path: Path) -> None:
             await runtime.stop_all()
 
     asyncio.run(scenario())
-    assert not (layout.bytecode_cache("dpl_static") / local.CACHE_FILLED).exists()
+    assert not layout.bytecode_filled("dpl_static").exists()
+

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+FILLED_SUFFIX = ".filled"  # bytecode/<deployment id>.filled: its cache is compiled
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -55,8 +57,12 @@ class Layout:
         return self.root / "bytecode"
 
     def bytecode_cache(self, deployment_id: str) -> Path:
-        """One deployment's bytecode cache: the only folder its app may write that outlives a restart."""
+        """One deployment's bytecode cache: its app reads it; only the runtime's compiler writes it."""
         return self.bytecode / deployment_id
+
+    def bytecode_filled(self, deployment_id: str) -> Path:
+        """Beside the cache (where no sandbox writes): there once the runtime has compiled the release into it."""
+        return self.bytecode / f"{deployment_id}{FILLED_SUFFIX}"
 
     @property
     def system_bytecode(self) -> Path:

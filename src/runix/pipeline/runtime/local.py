@@ -19,9 +19,7 @@ import asyncio
 import contextlib
 import glob
 import os
-import shlex
 import shutil
-import signal
 import socket
 import struct
 import time
@@ -31,17 +29,17 @@ from pathlib import Path
 
 import structlog
 
-from runix.layout import Layout
+from runix.layout import FILLED_SUFFIX, Layout
 from runix.pipeline import processes, sandbox
 from runix.pipeline.processes import BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER
-from runix.pipeline.release import SYSTEM_PATH
+from runix.pipeline.release import SYSTEM_PATH, system_python
 from runix.pipeline.runtime import AppFailed, AppSpec, AppState, LogSink, PortSink
 
 log = structlog.get_logger("runix.runtime")
 
 HEALTH_POLL_SECONDS = 0.005
 STOP_GRACE_SECONDS = 5.0
-CACHE_FILLED = ".filled"  # in a bytecode cache, once the release's Python files are all compiled into it
+FILL_SECONDS = 300.0  # the most a filler may compile for; what it compiled by then is kept
 PORT_ATTEMPTS = 5  # starts on a new port when another process took the last one, before giving up
 # Netlink's sock_diag, from linux/netlink.h, linux/sock_diag.h and linux/inet_diag.h
 _NETLINK_SOCK_DIAG, _SOCK_DIAG_BY_FAMILY, _NLMSG_ERROR, _NLMSG_DONE = 4, 20, 2, 3
@@ -176,10 +174,13 @@ class _PortTaken(Exception):
     """Another process took the port handed to the app before the app listened on it."""
 
 
-def _has_python(app_dir: Path, env: dict[str, str]) -> bool:
-    """Whether the release has Python to compile: a virtualenv, or .py files at the app's top level (a static site
-    or a Node app has neither, and is spared a filler)."""
-    return bool(env.get("VIRTUAL_ENV")) or any(app_dir.glob("*.py"))
+def _python_folders(spec: AppSpec) -> list[Path]:
+    """What the filler compiles: the app's folder and the release's virtualenv, where the release has Python (a
+    virtualenv, or .py files at the app's top level; a static site or a Node app has neither, and gets no filler)."""
+    venv = spec.release_dir / ".venv"
+    if venv.is_dir():
+        return [spec.app_dir, venv]
+    return [spec.app_dir] if any(spec.app_dir.glob("*.py")) else []
 
 
 @dataclass
@@ -247,6 +248,7 @@ class LocalRuntime:
         await self.stop(deployment_id)
         if self._layout is not None:  # else no app ran yet: the first one's start sweeps the orphaned caches
             await asyncio.to_thread(shutil.rmtree, self._layout.bytecode_cache(deployment_id), ignore_errors=True)
+            self._layout.bytecode_filled(deployment_id).unlink(missing_ok=True)
 
     def status(self, deployment_id: str) -> AppState:
         app = self._apps.get(deployment_id)
@@ -280,8 +282,8 @@ class LocalRuntime:
         try:
             layout.system_bytecode.mkdir(parents=True, exist_ok=True)  # bound read-only: it must exist
             cache.mkdir(parents=True, exist_ok=True)
-            if not os.path.lexists(cache / "usr"):  # the app may have replaced it: that only concerns itself
-                (cache / "usr").symlink_to(layout.system_bytecode / "usr")
+            if not os.path.lexists(cache / "usr"):  # as the sandbox sees it: the resolved path is what it binds
+                (cache / "usr").symlink_to(layout.system_bytecode.resolve() / "usr")
         except OSError as exc:
             log.warning("no bytecode cache", deployment_id=deployment_id, error=str(exc))
             return None
@@ -294,8 +296,11 @@ class LocalRuntime:
             link_system_bytecode(layout.system_bytecode)
             layout.bytecode.mkdir(parents=True, exist_ok=True)
             for cache in layout.bytecode.iterdir():
-                if not layout.release_dir(cache.name).exists():
-                    shutil.rmtree(cache, ignore_errors=True)
+                if not layout.release_dir(cache.name.removesuffix(FILLED_SUFFIX)).exists():
+                    if cache.is_dir() and not cache.is_symlink():
+                        shutil.rmtree(cache, ignore_errors=True)
+                    else:
+                        cache.unlink(missing_ok=True)
         except OSError as exc:  # apps then start without (some of) it
             log.warning("could not prepare the bytecode caches", error=str(exc))
 
@@ -366,15 +371,17 @@ class LocalRuntime:
             env["PYTHONDONTWRITEBYTECODE"] = "1"  # it could not anyway: the filler writes the cache
             readonly += [cache, layout.system_bytecode]
         env.update(spec.env)
-        fill = (cache is not None and app.filler is None and not (cache / CACHE_FILLED).exists()
-                and _has_python(spec.app_dir, env))
+        filled = layout.bytecode_filled(spec.deployment_id) if layout else None
+        folders = _python_folders(spec) if cache is not None and filled and not filled.exists() else []
+        fill = bool(folders) and app.filler is None
         for attempt in range(1, PORT_ATTEMPTS + 1):
             port = free_port(self.host)
             launch_env = {**env, "PORT": str(port), "HOST": self.host}
             try:
                 await self._launch_on(app, port, launch_env, readonly)
                 if fill:
-                    app.filler = asyncio.create_task(self._fill_bytecode(app, cache, env, readonly))  # type: ignore[arg-type]
+                    app.filler = asyncio.create_task(
+                        self._fill_bytecode(app, cache, filled, folders, readonly))  # type: ignore[arg-type]
                 return
             except _PortTaken:
                 await self._terminate(app)
@@ -384,18 +391,21 @@ class LocalRuntime:
                 self._system(app, f"Port {port} was taken by another process before the app listened on it; "
                                   "starting the app again on a new port")
 
-    async def _fill_bytecode(self, app: _App, cache: Path, env: dict[str, str], readonly: list[Path]) -> None:
-        """Compiles the app's folder and its virtualenv into the bytecode cache, in the app's sandbox, at the lowest
-        CPU priority; marks the cache filled when done, so later starts read it (and may add to it)."""
+    async def _fill_bytecode(self, app: _App, cache: Path, filled: Path, folders: list[Path],
+                             readonly: list[Path]) -> None:
+        """Compiles `folders` into the deployment's bytecode cache, in the app's sandbox with the cache writable, at
+        the lowest CPU priority; then marks it filled (beside the cache, where no sandbox can write), so later starts
+        read it. Nothing of the release runs: the system's Python, isolated (-I: no PYTHON* variables, no script
+        folder on sys.path; -S: no site, so no .pth file), compiles without executing, in an environment of its own
+        (none of the app's variables)."""
         spec = app.spec
-        folders = [str(spec.app_dir)] + ([env["VIRTUAL_ENV"]] if env.get("VIRTUAL_ENV") else [])
-        # -S: no `site`, so no .pth file of the app's packages runs while the cache is writable.
-        command = "exec python3 -S -m compileall -q -x /node_modules/ " + " ".join(shlex.quote(f) for f in folders)
-        env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        argv = sandbox.sandboxed(["/bin/sh", "-c", command], root=spec.release_dir, writable=[cache],
-                                 readonly=[r for r in readonly if r != cache], env=env, cwd=spec.app_dir,
-                                 network=False,
-                                 enabled=self.sandbox_enabled)
+        python = system_python() or "/usr/bin/python3"
+        argv = sandbox.sandboxed(
+            [python, "-I", "-S", "-X", f"pycache_prefix={cache}", "-m", "compileall", "-q", "-x", "/node_modules/",
+             *map(str, folders)],
+            root=spec.release_dir, writable=[cache], readonly=[r for r in readonly if r != cache],
+            env={"PATH": SYSTEM_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}, cwd=spec.app_dir,
+            network=False, enabled=self.sandbox_enabled)
         limits = sandbox.resource_limits(self.memory_bytes, self.max_processes, self.max_open_files)
 
         def prepare_child() -> None:
@@ -403,21 +413,28 @@ class LocalRuntime:
             processes.die_with_server()
             os.nice(19)
 
+        spawning = asyncio.ensure_future(asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL, start_new_session=True, preexec_fn=prepare_child,
+            env=None if self.sandbox_enabled else {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"}, cwd=spec.app_dir))
         proc = None
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL, start_new_session=True, preexec_fn=prepare_child,
-                env=env if not self.sandbox_enabled else None, cwd=spec.app_dir)
-            # compileall exits 1 when a file does not compile (a stray .py2 script, say): what did compile is kept.
-            if await proc.wait() in (0, 1):
-                (cache / CACHE_FILLED).touch()
-        except OSError as exc:  # no python3 (a Node app), or the cache went away: later starts compile as before
-            log.info("bytecode cache not filled", deployment_id=spec.deployment_id, error=str(exc))
+            # Shielded, as an app's start: cancelled mid-spawn, the process is still made, and then ended below.
+            proc = await asyncio.shield(spawning)
+            async with asyncio.timeout(FILL_SECONDS):
+                code = await proc.wait()
+            # compileall exits 1 when a file does not compile (a stray Python 2 script, say): the rest is kept.
+            if code in (0, 1):
+                filled.touch()
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                proc = proc or await spawning
+            raise
+        except (OSError, TimeoutError) as exc:  # the cache went away, or too much to compile: starts read what is
+            log.info("bytecode cache not filled", deployment_id=spec.deployment_id, error=str(exc) or "timed out")
         finally:
-            if proc is not None and proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+            if proc is not None:
+                await processes.end_group(proc, 0)
                 await proc.wait()
 
     async def _launch_on(self, app: _App, port: int, env: dict[str, str], readonly: list[Path]) -> None:
