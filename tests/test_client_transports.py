@@ -91,6 +91,9 @@ class Peer(ThreadingHTTPServer):
             def do_GET(self) -> None:
                 handle(self)
 
+            def do_POST(self) -> None:
+                handle(self)
+
             def log_message(self, *args: object) -> None:
                 pass
 
@@ -128,23 +131,72 @@ def test_stdlib_transport_replaces_a_keep_alive_connection_the_server_closed() -
         peer.shutdown()
 
 
+def answer_once_per_connection(handler: BaseHTTPRequestHandler, seen: list[str]) -> None:
+    """Answers the first request on a connection; reads any later one (noted in `seen`, as each is) and hangs up
+    without answering it, as a server whose keep-alive time runs out just then."""
+    seen.append(f"{handler.command} {handler.path}")
+    handler.rfile.read(int(handler.headers.get("Content-Length", 0)))
+    if getattr(handler, "answered", False):
+        handler.close_connection = True
+        return
+    handler.answered = True  # type: ignore[attr-defined]
+    answer_json(handler, b'{"ok": true}')
+
+
 def test_stdlib_transport_sends_again_when_a_reused_connection_drops_the_request() -> None:
     """The server reads the second request on a connection and hangs up without answering (as when its keep-alive
-    time runs out just then): a request with no body, or a bytes one, is sent once more on a new connection."""
-    def once_per_connection(handler: BaseHTTPRequestHandler) -> None:
-        if getattr(handler, "answered", False):
-            handler.close_connection = True
-            return
-        handler.answered = True  # type: ignore[attr-defined]
-        answer_json(handler, b'{"ok": true}')
-
-    peer = Peer(once_per_connection)
+    time runs out just then): a GET with no body, or a bytes one, is sent once more on a new connection."""
+    peer = Peer(lambda handler: answer_once_per_connection(handler, []))
     try:
         with RunixClient(peer.url, "t", transport=StdlibTransport()) as client:
             assert [client.request("GET", "/user") for _ in range(3)] == [{"ok": True}] * 3
         assert peer.connections == 3
     finally:
         peer.shutdown()
+
+
+def test_stdlib_transport_never_sends_a_post_twice() -> None:
+    """The server may have carried out a POST before the connection broke: it is not sent again on a new one."""
+    seen: list[str] = []
+    peer = Peer(lambda handler: answer_once_per_connection(handler, seen))
+    try:
+        with RunixClient(peer.url, "t", transport=StdlibTransport()) as client:
+            assert client.request("POST", "/projects", json={"name": "a"}) == {"ok": True}
+            with pytest.raises(RunixConnectionError):
+                client.request("POST", "/projects", json={"name": "b"})
+        assert seen == ["POST /projects", "POST /projects"]
+    finally:
+        peer.shutdown()
+
+
+def test_an_answer_sent_before_the_upload_ends_is_the_one_reported(transport: Callable[[], Transport]) -> None:
+    """A proxy's size limit, say: it answers 413 at once and closes without reading the body; the client reports
+    that answer, not the broken pipe."""
+    def refuse(handler: BaseHTTPRequestHandler) -> None:
+        body = b'{"error": "too big for the proxy", "code": "TOO_BIG"}'
+        handler.send_response(413)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.wfile.write(body)
+        handler.close_connection = True
+
+    peer = Peer(refuse)
+    try:
+        for source in (io.BytesIO(b"x" * (16 << 20)), (b"x" * 65536 for _ in range(256))):
+            with RunixClient(peer.url, "t", transport=transport()) as client, \
+                    pytest.raises(RunixAPIError) as refused:
+                client.create_deployment("p", source)
+            assert (refused.value.status, refused.value.code) == (413, "TOO_BIG"), refused.value
+    finally:
+        peer.shutdown()
+
+
+def test_a_malformed_api_url_is_a_connection_error(transport: Callable[[], Transport]) -> None:
+    for url in ("http://[zz]:1", "http://127.0.0.1:99999"):
+        with RunixClient(url, "t", transport=transport()) as client, pytest.raises(RunixConnectionError):
+            client.user()
 
 
 def test_stdlib_transport_reuses_an_open_connection() -> None:

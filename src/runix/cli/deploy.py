@@ -39,6 +39,10 @@ def run_deploy(path: Path, project: str | None, prod: bool, yes: bool, as_json: 
             deployment = client.create_deployment(ref, packing.stream(source, on_packed=advance), target)
     except packing.PackError as exc:
         raise CliError(f"Could not pack {folder} ({exc}); nothing was deployed.") from exc
+    except KeyboardInterrupt:
+        output.warn("Stopped during the upload: nothing was deployed, unless the upload had just finished "
+                    f"(`runix deployments ls --project {name}` shows it then).")
+        raise SystemExit(130) from None
     except RunixAPIError as exc:
         if exc.status == 404 and project is None:
             raise CliError(f"This folder is linked to project {name}, which no longer exists. Deploy with "
@@ -54,8 +58,12 @@ def run_deploy(path: Path, project: str | None, prod: bool, yes: bool, as_json: 
     except KeyboardInterrupt:
         output.warn(f"Stopped following; the deployment goes on. See it with `runix logs {deployment['id']} -f`.")
         raise SystemExit(130) from None
-    # The stream's end says how it settled; the full record is fetched only when it is needed.
-    final = deployment if log.status == "READY" and not as_json else client.get_deployment(deployment["id"])
+    # The stream's end says how it settled; the full record is fetched only when it is needed, and waited for when
+    # the stream ended without saying (a proxy or a server restart cut it).
+    if log.status is None:
+        final = client.wait_until_settled(deployment["id"])
+    else:
+        final = deployment if log.status == "READY" and not as_json else client.get_deployment(deployment["id"])
     status = log.status if final is deployment else final["status"]
     if as_json:
         output.emit_json(final)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
@@ -23,7 +24,10 @@ class HttpxTransport:
     def send(self, method: str, url: str, headers: Mapping[str, str], body: Body = None, *,
              stream: bool = False) -> Response:
         timeout = httpx.Timeout(self.timeout, read=None) if stream else httpx.USE_CLIENT_DEFAULT
-        request = self.http.build_request(method, url, headers=headers, content=body, timeout=timeout)
+        try:
+            request = self.http.build_request(method, url, headers=headers, content=body, timeout=timeout)
+        except httpx.InvalidURL as exc:  # a host that is no address, a port out of range
+            raise TransportError(f"not a valid URL: {url} ({exc})") from exc
         answer = _failing_as_transport_errors(lambda: self.http.send(request, stream=True))
         response = Response(answer.status_code, answer.reason_phrase, answer.headers.multi_items(),
                             read_all=lambda: _failing_as_transport_errors(answer.read),
@@ -49,6 +53,8 @@ def _failing_as_transport_errors(step: Callable[[], T]) -> T:
     try:
         return step()
     except httpx.ConnectError as exc:
+        if _tls_failure(exc):  # the handshake, not the connection, failed: say so, not "connection refused"
+            raise TransportError(f"TLS failed: {exc}") from exc
         raise ConnectFailed(str(exc) or "connection failed") from exc
     except httpx.TimeoutException as exc:
         raise TimedOut("the server did not answer in time") from exc
@@ -56,3 +62,15 @@ def _failing_as_transport_errors(step: Callable[[], T]) -> T:
         raise ConnectionBroken(str(exc) or type(exc).__name__) from exc
     except httpx.TransportError as exc:
         raise TransportError(str(exc) or type(exc).__name__) from exc
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    """Whether an ssl.SSLError is among the causes httpx chained to `exc` (a few links deep at most)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -17,9 +17,11 @@ from runix.client.transport import Body, ConnectFailed, ConnectionBroken, Respon
 
 T = TypeVar("T")
 Origin = tuple[str, str, int]  # scheme, host, port
-# An idle connection that breaks as it is reused (the server closed it meanwhile) is replaced once, when the
-# request can be sent again as it was: its body is bytes or nothing.
 READ_BYTES = 64 * 1024
+# An idle connection that breaks as it is reused (the server closed it meanwhile) is replaced once, when the
+# request can be sent again as it was (its body is bytes or nothing) and doing it twice is harmless (the server may
+# have carried it out before the connection broke): never for a POST or PATCH.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
@@ -33,21 +35,28 @@ class StdlibTransport:
 
     def send(self, method: str, url: str, headers: Mapping[str, str], body: Body = None, *,
              stream: bool = False) -> Response:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            origin = (parts.scheme, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+        except ValueError as exc:  # a host that is no address, a port out of range
+            raise TransportError(f"not a valid URL: {url} ({exc})") from exc
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise TransportError(f"not an http:// or https:// URL: {url}")
-        origin = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        replayable = body is None or isinstance(body, bytes)
+        resendable = method in IDEMPOTENT and (body is None or isinstance(body, bytes))
         connection, reused = self._take(origin)
         try:
             answer = _failing_as_transport_errors(lambda: self._exchange(connection, method, target, headers, body))
         except ConnectionBroken as exc:
             connection.close()
-            if not (reused and replayable and isinstance(exc.__cause__, STALE)):
+            if not (reused and resendable and isinstance(exc.__cause__, STALE)):
                 raise
             connection = self._connect(origin)
-            answer = self._guarded(connection, lambda: self._exchange(connection, method, target, headers, body))
+            try:
+                answer = self._guarded(connection, lambda: self._exchange(connection, method, target, headers, body))
+            except BaseException:
+                connection.close()
+                raise
         except BaseException:
             connection.close()
             raise
@@ -55,14 +64,16 @@ class StdlibTransport:
             connection.sock.settimeout(None)  # a log stream may be quiet for minutes
 
         def release() -> None:
-            if answer.isclosed() and not answer.will_close and not self._closed:
+            if answer.isclosed() and not answer.will_close:
                 if connection.sock is not None:
                     connection.sock.settimeout(self.timeout)
                 with self._lock:
-                    self._idle.setdefault(origin, []).append(connection)
-            else:  # not read to its end, or the server ends the connection: it cannot carry another request
-                answer.close()
-                connection.close()
+                    if not self._closed:
+                        self._idle.setdefault(origin, []).append(connection)
+                        return
+            # Not read to its end, the server ends the connection, or the transport is closed: it goes.
+            answer.close()
+            connection.close()
 
         response = Response(answer.status, answer.reason, answer.getheaders(),
                             read_all=lambda: self._guarded(connection, answer.read),
@@ -72,8 +83,8 @@ class StdlibTransport:
         return response
 
     def close(self) -> None:
-        self._closed = True
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, {}
         for connections in idle.values():
             for connection in connections:
@@ -82,14 +93,27 @@ class StdlibTransport:
     @staticmethod
     def _exchange(connection: http.client.HTTPConnection, method: str, target: str, headers: Mapping[str, str],
                   body: Body) -> http.client.HTTPResponse:
-        connection.request(method, target, body=body, headers=dict(headers))  # type: ignore[arg-type]
+        try:
+            connection.request(method, target, body=body, headers=dict(headers))  # type: ignore[arg-type]
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            # A server (or a proxy before it) may answer before reading the whole body, a size limit say, and close:
+            # its answer says more than the broken pipe. None there: the connection broke, as it seemed.
+            try:
+                return connection.getresponse()
+            except (http.client.HTTPException, OSError):
+                raise exc from None
         return connection.getresponse()
 
     def _lines(self, connection: http.client.HTTPConnection, answer: http.client.HTTPResponse) -> Iterator[str]:
         # read1, not readline: http.client's readline takes a chunked body cut short for its end.
         pending = b""
         while data := self._guarded(connection, lambda: answer.read1(READ_BYTES)):
-            *lines, pending = (pending + data).split(b"\n")
+            if b"\n" not in data:  # a long line: keep gathering it without splitting it again and again
+                pending += data
+                continue
+            *lines, rest = data.split(b"\n")
+            lines[0] = pending + lines[0]
+            pending = rest
             for line in lines:
                 yield line.decode("utf-8", errors="replace").removesuffix("\r")
         if answer.length:  # a sized body that ended before its Content-Length
@@ -121,7 +145,7 @@ class StdlibTransport:
         scheme, host, port = origin
         if scheme == "https":
             if self._ssl_context is None:
-                self._ssl_context = ssl.create_default_context()  # the system's CA certificates
+                self._ssl_context = _default_tls()
             connection: http.client.HTTPConnection = http.client.HTTPSConnection(
                 host, port, timeout=self.timeout, context=self._ssl_context)
         else:
@@ -131,18 +155,33 @@ class StdlibTransport:
         except TimeoutError as exc:
             raise TimedOut(f"connecting to {host}:{port} timed out") from exc
         except ssl.SSLError as exc:
-            raise TransportError(f"TLS with {host}:{port} failed: {exc.reason or exc}") from exc
+            reason = getattr(exc, "verify_message", None) or exc.reason or exc
+            raise TransportError(f"TLS with {host}:{port} failed: {reason}") from exc
         except OSError as exc:  # refused, unreachable, or a name that does not resolve
             raise ConnectFailed(f"{host}:{port}: {exc.strerror or exc}") from exc
         return connection
+
+
+def _default_tls() -> ssl.SSLContext:
+    """The system's CA certificates, and certifi's bundle (which httpx uses) where it is installed: either one
+    vouching for the server will do, as where the system has no store of its own."""
+    context = ssl.create_default_context()
+    try:
+        import certifi
+    except ImportError:
+        return context
+    context.load_verify_locations(certifi.where())
+    return context
 
 
 def _still_open(connection: http.client.HTTPConnection) -> bool:
     """An idle keep-alive connection is readable only once the server has closed it (or broken the protocol)."""
     if connection.sock is None:
         return False
+    poller = select.poll()  # not select(): it fails for descriptors past 1024 in a long-lived program
     try:
-        return not select.select([connection.sock], [], [], 0)[0]
+        poller.register(connection.sock, select.POLLIN)
+        return not poller.poll(0)
     except (OSError, ValueError):
         return False
 
