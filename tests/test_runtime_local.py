@@ -331,3 +331,39 @@ def test_a_release_without_python_gets_no_filler(tmp_path: Path) -> None:
     asyncio.run(scenario())
     assert not layout.bytecode_filled("dpl_static").exists()
 
+
+
+def test_a_stop_during_the_restart_backoff_signals_no_ended_process_group(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """An app that crashed is ended once; a stop while it waits to restart sends its old group id nothing (the
+    system may have given that id to another process group meanwhile)."""
+    layout = Layout(tmp_path.resolve() / "data")
+    layout.ensure()
+    app = layout.release_dir("dpl_crash") / "app"
+    app.mkdir(parents=True)
+    (app / "index.html").write_text("up\n")
+    make_read_only(layout.release_dir("dpl_crash"))
+    spec = AppSpec("dpl_crash", layout.release_dir("dpl_crash"), app,
+                   'timeout 0.5 python3 -m http.server --bind "$HOST" "$PORT"; exit 1', {"PATH": "/usr/bin:/bin"})
+    signalled: list[int] = []
+    real_killpg = os.killpg
+    monkeypatch.setattr(os, "killpg", lambda pgid, sig: (signalled.append(pgid), real_killpg(pgid, sig))[1])
+
+    async def scenario() -> None:
+        runtime = LocalRuntime(on_log=lambda *_: None, on_port=lambda *_: None)
+        try:
+            await runtime.start(spec)
+            crashed = runtime._apps["dpl_crash"].proc
+            assert crashed is not None
+            deadline = time.monotonic() + 10
+            while runtime.status("dpl_crash") is not AppState.RESTARTING:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            assert crashed.pid in signalled  # its leftovers were ended when it crashed
+            signalled.clear()
+            await runtime.stop("dpl_crash")
+            assert crashed.pid not in signalled
+        finally:
+            await runtime.stop_all()
+
+    asyncio.run(scenario())

@@ -337,6 +337,8 @@ class CaddyRouter:
             return
         await processes.end_group(process, STOP_GRACE_SECONDS)
         await process.wait()
+        if self._process is process:  # ended once: its group id may belong to another process group later
+            self._process = None
 
     async def _wait_until_serving(self, timeout: float = 20.0) -> None:
         assert self._admin is not None and self._process is not None

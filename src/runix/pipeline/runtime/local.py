@@ -469,12 +469,12 @@ class LocalRuntime:
         while True:
             if not app.wanted:
                 raise asyncio.CancelledError
-            if app.proc.returncode is not None:
+            if (code := app.proc.returncode) is not None:
                 await self._finish_pumps(app)
                 await self._terminate(app)  # whatever it left: now any holder of the port is another process
                 if port_in_use(self.host, port):
                     raise _PortTaken
-                raise AppFailed(f"The app exited with code {app.proc.returncode} before it answered HTTP on PORT",
+                raise AppFailed(f"The app exited with code {code} before it answered HTTP on PORT",
                                 list(app.lines))
             if await answers_http(self.host, port, timeout=1.0):
                 if await asyncio.to_thread(taken_by_another, app.proc.pid, port):
@@ -515,4 +515,8 @@ class LocalRuntime:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_GRACE_SECONDS):
                 await proc.wait()
+        # Ended once: a later call (a stop during the backoff) must not signal its group id, which the system may
+        # have given to a new process group by then.
+        if app.proc is proc:
+            app.proc = None
 
