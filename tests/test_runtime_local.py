@@ -64,6 +64,16 @@ def wait_filled(cache: Path, seconds: float = 30) -> None:
         time.sleep(0.05)
 
 
+def site_release(layout: Layout, deployment_id: str, start_command: str) -> AppSpec:
+    """A read-only release of a static page (no Python of its own), started with `start_command`."""
+    layout.ensure()
+    app = layout.release_dir(deployment_id) / "app"
+    app.mkdir(parents=True)
+    (app / "index.html").write_text("<p>static</p>\n")
+    make_read_only(layout.release_dir(deployment_id))
+    return AppSpec(deployment_id, layout.release_dir(deployment_id), app, start_command, {"PATH": "/usr/bin:/bin"})
+
+
 def files_of(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.lstat().st_mtime_ns for p in folder.rglob("*")}
 
@@ -311,13 +321,7 @@ def test_an_app_that_fails_on_its_own_still_fails_at_once(tmp_path: Path) -> Non
 def test_a_release_without_python_gets_no_filler(tmp_path: Path) -> None:
     """A static site served by a Python server still has nothing of its own to compile: no filler runs for it."""
     layout = Layout(tmp_path.resolve() / "data")
-    layout.ensure()
-    app = layout.release_dir("dpl_static") / "app"
-    app.mkdir(parents=True)
-    (app / "index.html").write_text("<p>static</p>\n")
-    make_read_only(layout.release_dir("dpl_static"))
-    spec = AppSpec("dpl_static", layout.release_dir("dpl_static"), app,
-                   'exec python3 -m http.server --bind "$HOST" "$PORT"', {"PATH": "/usr/bin:/bin"})
+    spec = site_release(layout, "dpl_static", 'exec python3 -m http.server --bind "$HOST" "$PORT"')
 
     async def scenario() -> None:
         runtime = LocalRuntime(on_log=lambda *_: None, on_port=lambda *_: None)
@@ -337,14 +341,8 @@ def test_a_stop_during_the_restart_backoff_signals_no_ended_process_group(tmp_pa
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """An app that crashed is ended once; a stop while it waits to restart sends its old group id nothing (the
     system may have given that id to another process group meanwhile)."""
-    layout = Layout(tmp_path.resolve() / "data")
-    layout.ensure()
-    app = layout.release_dir("dpl_crash") / "app"
-    app.mkdir(parents=True)
-    (app / "index.html").write_text("up\n")
-    make_read_only(layout.release_dir("dpl_crash"))
-    spec = AppSpec("dpl_crash", layout.release_dir("dpl_crash"), app,
-                   'timeout 0.5 python3 -m http.server --bind "$HOST" "$PORT"; exit 1', {"PATH": "/usr/bin:/bin"})
+    spec = site_release(Layout(tmp_path.resolve() / "data"), "dpl_crash",
+                        'timeout 0.5 python3 -m http.server --bind "$HOST" "$PORT"; exit 1')
     signalled: list[int] = []
     real_killpg = os.killpg
     monkeypatch.setattr(os, "killpg", lambda pgid, sig: (signalled.append(pgid), real_killpg(pgid, sig))[1])
