@@ -4,13 +4,15 @@ page at once, not project by project)."""
 from __future__ import annotations
 
 import io
+import os
 import re
+from pathlib import Path
 
 import httpx
 
 from runix.client import RunixClient
 from runix.client.stdlib_transport import StdlibTransport
-from tests.support import ROOT, Account, RunixServer, tar_folder
+from tests.support import ROOT, Account, RunixServer, running_server, tar_folder
 
 
 def settled(sdk: RunixClient, project: str) -> str:
@@ -61,3 +63,20 @@ def test_deployments_of_every_project_on_one_page(server: RunixServer, account: 
     assert rows("?status=ERROR") == [d for d in newest_first if d[2] == "ERROR"]
     assert 'aria-current="page">Deployments<' in httpx.get(
         f"{server.url}/dashboard/deployments", cookies={"runix_session": account.token}).text
+
+
+def test_an_oversize_upload_without_javascript_returns_to_the_form_with_the_reason(tmp_path: Path) -> None:
+    """The browser's own size check needs JavaScript; without it the server's limit answers, with the form's page
+    and the reason (not the API's JSON)."""
+    with running_server(tmp_path, RUNIX_MAX_UPLOAD_BYTES="100000") as server:
+        account = server.sign_in()
+        assert account.client.post("/projects", json={"name": "big"}).status_code == 201
+        form_page = f"{server.url}/dashboard/projects/big"
+        with httpx.Client(cookies={"runix_session": account.token}, timeout=30) as browser:
+            r = browser.post(f"{server.url}/dashboard/deployments", headers={"Referer": form_page},
+                             data={"project": "big", "target": "production"},
+                             files={"source": ("site.tar.gz", os.urandom(2 << 20), "application/gzip")})
+            assert r.status_code == 303 and r.headers["location"].endswith("/dashboard/projects/big"), r.text
+            shown = browser.get(form_page)
+        assert "over 98 KiB, the largest accepted: nothing was deployed" in shown.text, shown.text
+        assert account.client.get("/deployments", params={"project": "big"}).json() == []

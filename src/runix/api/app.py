@@ -64,8 +64,11 @@ def create_app(settings: Settings | None = None, ctx: Runix | None = None, *, ru
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(RateLimitHeaders)
     upload_limit = settings.max_upload_bytes + 1024 * 1024  # the archive and the form's other fields
+    from runix.dashboard.projects import upload_too_large
+
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,  # the dashboard's deploy form uploads too
-                       upload_paths={"/deployments": upload_limit, "/dashboard/deployments": upload_limit})
+                       upload_paths={"/deployments": upload_limit, "/dashboard/deployments": upload_limit},
+                       answers={"/dashboard/deployments": upload_too_large(settings.max_upload_bytes)})
     app.add_middleware(NulInPath)
     app.add_middleware(Unexpected)
     app.add_middleware(Metrics, registry=app.state.metrics_registry)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runix.api.errors import INTERNAL_ERROR_MESSAGE, error_response
@@ -40,12 +42,15 @@ class RateLimitHeaders:
 
 
 class BodyLimit:
-    """Refuses request bodies over a size with a 400 before they are read into memory."""
+    """Refuses request bodies over a size with a 400 before they are read into memory. A path in `answers` gets the
+    response its function makes of the request instead (a dashboard form: a page, not JSON)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, upload_paths: dict[str, int]):
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_paths: dict[str, int],
+                 answers: dict[str, Callable[[Scope], Response]] | None = None):
         self.app = app
         self.max_bytes = max_bytes
         self.upload_paths = upload_paths
+        self.answers = answers or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
@@ -54,7 +59,7 @@ class BodyLimit:
         limit = self.upload_paths.get(scope["path"], self.max_bytes)
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await _too_large(send, limit)
+                await self._too_large(scope, receive, send, limit)
                 return
         seen, exceeded, answered = 0, False, False
 
@@ -79,6 +84,13 @@ class BodyLimit:
         with contextlib.suppress(_BodyTooLarge):
             await self.app(scope, counted_receive, send_unless_exceeded)
         if exceeded and not answered:
+            await self._too_large(scope, receive, send, limit)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        answer = self.answers.get(scope["path"])
+        if answer is not None:
+            await answer(scope)(scope, receive, send)
+        else:
             await _too_large(send, limit)
 
 

@@ -4,15 +4,18 @@ settings."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
 from anyio import from_thread
+from fastapi import Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
+from starlette.types import Scope
 
-from runix.dashboard.web import Call, action, filesize, page, redirect
+from runix.dashboard.web import Call, action, back, filesize, page, redirect
 from runix.db.models import Deployment, Project
 from runix.errors import BadRequest, Conflict, NotFound, RateLimited, ValidationFailed
 from runix.pipeline.build import FRAMEWORKS
@@ -93,6 +96,16 @@ def deploy_upload(c: Call) -> Response:
     return redirect(c.request, f"/dashboard/projects/{project.name}/deployments/{row.id}",
                     f"Uploaded {upload.filename} ({filesize(row.source_bytes)}). Its {row.target} build has started: "
                     "the log follows below.")
+
+
+def upload_too_large(max_upload_bytes: int) -> Callable[[Scope], Response]:
+    """The deploy form's answer to an archive over the size limit (runix.api.middleware.BodyLimit stops it before the
+    form is read): back to the form with the reason, as the browser's own check says it when JavaScript runs."""
+    def answer(scope: Scope) -> Response:
+        return back(Request(scope), "/dashboard", f"The archive is over {filesize(max_upload_bytes)}, the largest "
+                    "accepted: nothing was deployed. Leave out dependency and build folders.")
+
+    return answer
 
 
 def _deploy_limit_message(c: Call, retry_after: int) -> str:
