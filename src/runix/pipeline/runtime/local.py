@@ -39,6 +39,7 @@ log = structlog.get_logger("runix.runtime")
 
 HEALTH_POLL_SECONDS = 0.005
 STOP_GRACE_SECONDS = 5.0
+BASE_ENV = {"PATH": SYSTEM_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}  # HOME: the private /tmp
 FILL_SECONDS = 300.0  # the most a filler may compile for; what it compiled by then is kept
 PORT_ATTEMPTS = 5  # starts on a new port when another process took the last one, before giving up
 # Netlink's sock_diag, from linux/netlink.h, linux/sock_diag.h and linux/inet_diag.h
@@ -362,7 +363,7 @@ class LocalRuntime:
         check mistakes a failing app for a taken port.
         """
         spec = app.spec
-        env = {"PATH": SYSTEM_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
+        env = dict(BASE_ENV)
         readonly = [spec.release_dir]
         layout = Layout.of_release(spec.release_dir)
         cache = await self._bytecode_cache(layout, spec.deployment_id) if layout else None
@@ -400,36 +401,17 @@ class LocalRuntime:
         (none of the app's variables)."""
         spec = app.spec
         python = system_python() or "/usr/bin/python3"
-        argv = sandbox.sandboxed(
-            [python, "-I", "-S", "-X", f"pycache_prefix={cache}", "-m", "compileall", "-q", "-x", "/node_modules/",
-             *map(str, folders)],
-            root=spec.release_dir, writable=[cache], readonly=[r for r in readonly if r != cache],
-            env={"PATH": SYSTEM_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}, cwd=spec.app_dir,
-            network=False, enabled=self.sandbox_enabled)
-        limits = sandbox.resource_limits(self.memory_bytes, self.max_processes, self.max_open_files)
-
-        def prepare_child() -> None:
-            limits()
-            processes.die_with_server()
-            os.nice(19)
-
-        spawning = asyncio.ensure_future(asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, start_new_session=True, preexec_fn=prepare_child,
-            env=None if self.sandbox_enabled else {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"}, cwd=spec.app_dir))
+        command = [python, "-I", "-S", "-X", f"pycache_prefix={cache}", "-m", "compileall", "-q", "-x",
+                   "/node_modules/", *map(str, folders)]
         proc = None
         try:
-            # Shielded, as an app's start: cancelled mid-spawn, the process is still made, and then ended below.
-            proc = await asyncio.shield(spawning)
+            proc = await self._spawn(spec, command, env=BASE_ENV, writable=[cache],
+                                     readonly=[r for r in readonly if r != cache], network=False, nice=True)
             async with asyncio.timeout(FILL_SECONDS):
                 code = await proc.wait()
             # compileall exits 1 when a file does not compile (a stray Python 2 script, say): the rest is kept.
             if code in (0, 1):
                 filled.touch()
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                proc = proc or await spawning
-            raise
         except (OSError, TimeoutError) as exc:  # the cache went away, or too much to compile: starts read what is
             log.info("bytecode cache not filled", deployment_id=spec.deployment_id, error=str(exc) or "timed out")
         finally:
@@ -437,29 +419,41 @@ class LocalRuntime:
                 await processes.end_group(proc, 0)
                 await proc.wait()
 
-    async def _launch_on(self, app: _App, port: int, env: dict[str, str], readonly: list[Path]) -> None:
-        """One start on `port`; raises _PortTaken when another process has it."""
-        spec = app.spec
-        argv = sandbox.sandboxed(["/bin/sh", "-c", spec.start_command], root=spec.release_dir,
-                                 writable=[], readonly=readonly, env=env, cwd=spec.app_dir,
-                                 network=True, enabled=self.sandbox_enabled)
+    async def _spawn(self, spec: AppSpec, command: list[str], *, env: dict[str, str], writable: list[Path],
+                     readonly: list[Path], network: bool, output: bool = False,
+                     nice: bool = False) -> asyncio.subprocess.Process:
+        """Starts `command` in the release's sandbox, in a process group of its own, with the app's resource limits,
+        dying with the server; stdout and stderr piped with `output`, at the lowest CPU priority with `nice`.
+        Cancelled while the process is being made, it is still made, and ended before the cancellation goes on."""
+        argv = sandbox.sandboxed(command, root=spec.release_dir, writable=writable, readonly=readonly, env=env,
+                                 cwd=spec.app_dir, network=network, enabled=self.sandbox_enabled)
         limits = sandbox.resource_limits(self.memory_bytes, self.max_processes, self.max_open_files)
 
         def prepare_child() -> None:
             limits()
             processes.die_with_server()
+            if nice:
+                os.nice(19)
 
+        piped = asyncio.subprocess.PIPE if output else asyncio.subprocess.DEVNULL
         spawning = asyncio.ensure_future(asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=prepare_child,
-            env=env if not self.sandbox_enabled else None, cwd=spec.app_dir))
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=piped, stderr=piped, start_new_session=True,
+            preexec_fn=prepare_child, env=env if not self.sandbox_enabled else None, cwd=spec.app_dir))
         try:
-            app.proc = await asyncio.shield(spawning)
+            return await asyncio.shield(spawning)
         except asyncio.CancelledError:
-            # Stopped while the process was being made: keep hold of it so that stopping also ends it.
             with contextlib.suppress(Exception):
-                app.proc = await spawning
+                made = await spawning
+                await processes.end_group(made, 0)
+                await made.wait()
             raise
+
+    async def _launch_on(self, app: _App, port: int, env: dict[str, str], readonly: list[Path]) -> None:
+        """One start on `port`; raises _PortTaken when another process has it."""
+        spec = app.spec
+        try:
+            app.proc = await self._spawn(spec, ["/bin/sh", "-c", spec.start_command], env=env, writable=[],
+                                         readonly=readonly, network=True, output=True)
         except OSError as exc:
             raise AppFailed(f"The app could not be started: {exc}", list(app.lines)) from exc
         assert app.proc.stdout is not None and app.proc.stderr is not None
