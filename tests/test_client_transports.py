@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -197,6 +198,21 @@ def test_a_malformed_api_url_is_a_connection_error(transport: Callable[[], Trans
     for url in ("http://[zz]:1", "http://127.0.0.1:99999"):
         with RunixClient(url, "t", transport=transport()) as client, pytest.raises(RunixConnectionError):
             client.user()
+
+
+def test_stdlib_transport_does_not_reuse_a_connection_idle_too_long() -> None:
+    """A connection idle longer than the keep-alive expiry is not reused (servers close theirs after a few seconds,
+    and a POST on one closing just then would be lost, not being resent): a new one carries the request."""
+    peer = Peer(lambda h: answer_json(h, b"[]"))
+    try:
+        with RunixClient(peer.url, "t", transport=StdlibTransport(keepalive_expiry=0.2)) as client:
+            client.request("GET", "/projects")
+            client.request("GET", "/projects")  # soon after: the same connection
+            time.sleep(0.3)
+            client.request("GET", "/projects")
+        assert peer.connections == 2
+    finally:
+        peer.shutdown()
 
 
 def test_stdlib_transport_reuses_an_open_connection() -> None:

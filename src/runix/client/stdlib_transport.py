@@ -9,6 +9,7 @@ import http.client
 import select
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -18,6 +19,9 @@ from runix.client.transport import Body, ConnectFailed, ConnectionBroken, Respon
 T = TypeVar("T")
 Origin = tuple[str, str, int]  # scheme, host, port
 READ_BYTES = 64 * 1024
+# An idle connection is reused only this soon: servers close theirs after a few seconds (uvicorn, and so Runix,
+# after 5), and one closing just as a request goes out drops it, which cannot be resent if it is a POST.
+KEEPALIVE_EXPIRY = 4.0
 # An idle connection that breaks as it is reused (the server closed it meanwhile) is replaced once, when the
 # request can be sent again as it was (its body is bytes or nothing) and doing it twice is harmless (the server may
 # have carried it out before the connection broke): never for a POST or PATCH.
@@ -26,10 +30,13 @@ STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, 
 
 
 class StdlibTransport:
-    def __init__(self, timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None):
+    def __init__(self, timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None,
+                 keepalive_expiry: float = KEEPALIVE_EXPIRY):
         self.timeout = timeout
+        self.keepalive_expiry = keepalive_expiry
         self._ssl_context = ssl_context
-        self._idle: dict[Origin, list[http.client.HTTPConnection]] = {}
+        # Idle connections per origin, with the time each went idle (time.monotonic()).
+        self._idle: dict[Origin, list[tuple[http.client.HTTPConnection, float]]] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -69,7 +76,7 @@ class StdlibTransport:
                     connection.sock.settimeout(self.timeout)
                 with self._lock:
                     if not self._closed:
-                        self._idle.setdefault(origin, []).append(connection)
+                        self._idle.setdefault(origin, []).append((connection, time.monotonic()))
                         return
             # Not read to its end, the server ends the connection, or the transport is closed: it goes.
             answer.close()
@@ -87,7 +94,7 @@ class StdlibTransport:
             self._closed = True
             idle, self._idle = self._idle, {}
         for connections in idle.values():
-            for connection in connections:
+            for connection, _ in connections:
                 connection.close()
 
     @staticmethod
@@ -135,8 +142,8 @@ class StdlibTransport:
         with self._lock:
             idle = self._idle.get(origin, [])
             while idle:
-                connection = idle.pop()
-                if _still_open(connection):
+                connection, since = idle.pop()
+                if time.monotonic() - since < self.keepalive_expiry and _still_open(connection):
                     return connection, True
                 connection.close()
         return self._connect(origin), False
