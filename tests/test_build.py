@@ -20,9 +20,11 @@ import websockets.sync.client
 
 from runix.ids import new_id
 from runix.layout import Layout
+from runix.pipeline import sandbox
 from runix.pipeline.build import BuildFailed, ProjectBuildSettings, Release, detect
-from runix.pipeline.release import SYSTEM_PATH, build_release, cache_dir, remove_release, uv_binary
-from runix.pipeline.sandbox import resource_limits, sandboxed
+from runix.pipeline.cells import CellLimits, CellPool, make_pool
+from runix.pipeline.release import SYSTEM_PATH, build_release, cache_dir, load_release, remove_release, uv_binary
+from runix.pipeline.sandbox import sandboxed
 from runix.pipeline.source import SourceLimits, pack_directory, store_upload
 from runix.settings import Settings
 from tests.support import free_port
@@ -35,6 +37,7 @@ NO_SETTINGS = ProjectBuildSettings()
 class Pipeline:
     layout: Layout
     settings: Settings
+    cells: CellPool
 
 
 @dataclass
@@ -54,7 +57,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     root = tmp_path_factory.mktemp("runix-build").resolve()
     layout = Layout(root)
     layout.ensure()
-    return Pipeline(layout, Settings(data_dir=root, build_timeout=120))
+    return Pipeline(layout, Settings(data_dir=root, build_timeout=120), make_pool())
 
 
 def upload(pipeline: Pipeline, folder: Path) -> Path:
@@ -80,7 +83,8 @@ def build(pipeline: Pipeline, folder: Path, project: ProjectBuildSettings = NO_S
     try:
         outcome.release = asyncio.run(build_release(
             pipeline.layout, settings or pipeline.settings, deployment_id or new_id("dpl"), archive, project,
-            env or {}, lambda stream, line: outcome.lines.append((stream, line)), cache_scope=cache_scope))
+            env or {}, lambda stream, line: outcome.lines.append((stream, line)), cache_scope=cache_scope,
+            cells=pipeline.cells))
     except BuildFailed as exc:
         outcome.error = exc
     outcome.seconds = time.perf_counter() - started
@@ -198,7 +202,7 @@ def test_each_example_builds_and_answers(pipeline: Pipeline, example: str) -> No
     assert outcome.error is None, outcome.text()
     release = outcome.release
     assert release is not None
-    assert release == Release.load(pipeline.layout.release_dir(release.deployment_id))
+    assert release == load_release(pipeline.layout, release.deployment_id)
     assert release.path == pipeline.layout.release_dir(release.deployment_id)
     reason = detect(release.app_dir, NO_SETTINGS).reason
     assert outcome.lines[0] == ("stdout", f"==> Detected a {release.kind} app ({reason})")
@@ -274,7 +278,7 @@ def test_failed_install_gives_its_log_and_leaves_other_releases_alone(pipeline: 
     assert outcome.error.message.startswith("Installing dependencies failed: `uv pip install -r requirements.txt`")
     assert any(stream == "stderr" and "runix-surely-no-such-package-4821" in line for stream, line in outcome.lines)
     assert not pipeline.layout.release_dir(deployment_id).exists()
-    assert Release.load(good.release.path) == good.release
+    assert load_release(pipeline.layout, good.release.deployment_id) == good.release
     assert (good.release.app_dir / "index.html").is_file()
 
 
@@ -385,9 +389,24 @@ def test_sandbox_disabled_returns_the_command_itself(tmp_path: Path) -> None:
         (["python3", "-c", "fs = [open('/dev/null') for _ in range(100)]"], False),
     ],
 )
-def test_resource_limits(program: list[str], fits: bool) -> None:
-    result = subprocess.run(program, capture_output=True, preexec_fn=resource_limits(256 << 20, 4096, 64))
-    assert (result.returncode == 0) is fits, result.stderr
+def test_cell_limits_hold_for_the_whole_sandbox(program: list[str], fits: bool, tmp_path: Path) -> None:
+    """Memory (a cgroup, for all processes together) and open files (an rlimit) bound what a sandbox may use."""
+    pool = make_pool()
+    cell = pool.acquire(CellLimits(memory_mb=256, max_processes=64, max_open_files=64), network=False)
+
+    async def run() -> tuple[int, bytes]:
+        proc = await sandbox.spawn(program, cell=cell, root=tmp_path, env={"PATH": SYSTEM_PATH}, cwd=tmp_path,
+                                   network=False)
+        _, err = await proc.communicate()
+        return proc.returncode or 0, err
+
+    try:
+        code, err = asyncio.run(run())
+        assert (code == 0) is fits, err
+        if not fits and "open(" not in program[-1]:
+            assert cell.group.was_oom_killed()  # the kernel's kill, told apart from a crash
+    finally:
+        cell.release()
 
 
 def test_sandbox_without_network_cannot_reach_the_host(tmp_path: Path) -> None:

@@ -78,8 +78,8 @@ def files_of(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.lstat().st_mtime_ns for p in folder.rglob("*")}
 
 
-async def fetch(port: int) -> dict:
-    r = await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{port}/info.json", timeout=10)
+async def fetch(address: tuple[str, int]) -> dict:
+    r = await asyncio.to_thread(httpx.get, f"http://{address[0]}:{address[1]}/info.json", timeout=10)
     return r.json()
 
 
@@ -279,18 +279,20 @@ def test_an_app_whose_port_was_taken_starts_again_on_a_new_port_without_a_crash(
     spec = make_release(layout, "dpl_port")
     spec = AppSpec(spec.deployment_id, spec.release_dir, spec.app_dir, command, spec.env)
     lines: list[str] = []
-    ports: list[int | None] = []
+    addresses: list[tuple[str, int] | None] = []
 
     async def scenario() -> None:
+        # Only without the sandbox do apps share the host's ports: in a cell, the app's namespace is its own.
         runtime = LocalRuntime(on_log=lambda _d, _s, line: lines.append(line),
-                               on_port=lambda _d, port: ports.append(port))
+                               on_port=lambda _d, address: addresses.append(address), sandbox_enabled=False)
         try:
-            port = await runtime.start(spec)
+            address = await runtime.start(spec)
+            port = address[1]
             assert port != taken and handed[:2] == [taken, port]
-            assert (await fetch(port))["greeting"] == "hello"
+            assert (await fetch(address))["greeting"] == "hello"
             assert runtime.status("dpl_port") is AppState.RUNNING
             assert runtime._apps["dpl_port"].restarts == 0  # not counted as a crash
-            assert ports == [port]  # the taken port was never announced
+            assert addresses == [address]  # the taken port was never announced
         finally:
             await runtime.stop_all()
 
@@ -326,8 +328,8 @@ def test_a_release_without_python_gets_no_filler(tmp_path: Path) -> None:
     async def scenario() -> None:
         runtime = LocalRuntime(on_log=lambda *_: None, on_port=lambda *_: None)
         try:
-            port = await runtime.start(spec)
-            assert "static" in (await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{port}/")).text
+            host, port = await runtime.start(spec)
+            assert "static" in (await asyncio.to_thread(httpx.get, f"http://{host}:{port}/")).text
             assert runtime._apps["dpl_static"].filler is None
         finally:
             await runtime.stop_all()

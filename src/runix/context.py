@@ -12,6 +12,7 @@ from runix.auth.mailers import Mailer, make_mailer
 from runix.crypto import Vault, load_or_create_key
 from runix.db.session import Database
 from runix.layout import Layout
+from runix.pipeline.cells import CellPool, make_pool
 from runix.ratelimit import RateLimiter
 from runix.settings import Settings
 
@@ -26,6 +27,8 @@ class Runix:
     vault: Vault
     mailer: Mailer
     limiter: RateLimiter
+    # The cells (uid, cgroup, network namespace) tenant builds and apps run in; None without the sandbox.
+    cells: CellPool | None = None
     # The deploy pipeline plugs itself in here (see runix.pipeline); None until it is started.
     deployer: Any = None
     # Called after anything that changes which host serves which deployment (promote, domain verified, ...).
@@ -35,9 +38,17 @@ class Runix:
     def from_settings(cls, settings: Settings, *, migrate: bool = True) -> Runix:
         layout = Layout(settings.data_dir.resolve())
         layout.ensure()
+        # Before anything else: a server that cannot isolate tenants refuses to start (IsolationUnavailable), and
+        # one told to run without isolation says so loudly on every start.
+        cells = make_pool(uid_base=settings.sandbox_uid_base, subnet=settings.sandbox_subnet) if settings.sandbox \
+            else None
+        if not settings.sandbox:
+            log.warning("RUNIX_SANDBOX=false: builds and apps run as root on the host, with the server's network "
+                        "and files in reach. Only for trusted code on a development machine.")
         db = Database(settings.sqlalchemy_url)
         if migrate:
             db.migrate()
+        layout.protect_database()
         return cls(
             settings=settings,
             layout=layout,
@@ -45,6 +56,7 @@ class Runix:
             vault=Vault(load_or_create_key(settings.secret_key, layout.secret_key_file)),
             mailer=make_mailer(settings.smtp_url, layout.maildir, settings.mail_from),
             limiter=RateLimiter(settings.redis_url),
+            cells=cells,
         )
 
     def routes_changed(self) -> None:

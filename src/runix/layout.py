@@ -45,6 +45,14 @@ class Layout:
     def release_dir(self, deployment_id: str) -> Path:
         return self.releases / deployment_id
 
+    @property
+    def records(self) -> Path:
+        """The server's record of each release (what to run), where no sandbox can see or write."""
+        return self.root / "records"
+
+    def release_record(self, deployment_id: str) -> Path:
+        return self.records / f"{deployment_id}.json"
+
     @classmethod
     def of_release(cls, release_dir: Path) -> Layout | None:
         """The layout whose release folder `release_dir` is, or None when it is not one (e.g. a test's folder)."""
@@ -79,6 +87,15 @@ class Layout:
     def logs(self) -> Path:
         return self.root / "logs"
 
+    def protect_database(self) -> None:
+        """The SQLite database and its journal files are the server's alone (0600)."""
+        for path in (self.database, *self.root.glob("runix.db-*")):
+            if path.is_file() and not path.is_symlink():
+                path.chmod(0o600)
+
     def ensure(self) -> None:
-        for d in (self.root, self.sources, self.builds, self.releases, self.cache, self.logs, self.bytecode):
+        """Makes the folders; the data dir is the server's alone (0700), whatever the umask."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.root.chmod(0o700)
+        for d in (self.sources, self.builds, self.releases, self.records, self.cache, self.logs, self.bytecode):
             d.mkdir(parents=True, exist_ok=True)

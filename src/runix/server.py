@@ -8,6 +8,7 @@ import sys
 import uvicorn
 
 from runix.api.app import create_app
+from runix.pipeline.cells import IsolationUnavailable
 from runix.settings import Settings
 
 
@@ -29,7 +30,12 @@ def serve(settings: Settings) -> None:
         if reason:
             sys.exit(f"runix server: cannot listen for the {what} on {settings.host}:{port} ({reason}). "
                      f"Choose another port with {flag}.")
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except IsolationUnavailable as exc:
+        sys.exit(f"runix server: cannot isolate tenants' builds and apps: {exc}.\n"
+                 "Runix runs uploaded code only in a sandbox. To run without one on a development machine, for "
+                 "trusted code only, set RUNIX_SANDBOX=false.")
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             access_log=False, timeout_graceful_shutdown=10, proxy_headers=True)
     uvicorn.Server(config).run()

@@ -39,10 +39,10 @@ class Settings(BaseSettings):
     build_timeout: float = Field(600.0, description="Seconds a build may take.")
     health_timeout: float = Field(60.0, description="Seconds an app has to answer HTTP after it starts.")
     idle_timeout: float = Field(900.0, description="Seconds without traffic before a non-production app sleeps.")
-    sandbox: bool = Field(True, description="Run builds and apps under bubblewrap.")
-    app_memory_mb: int = Field(512, ge=64, description="Memory (heap and private mappings) an app may use.")
-    app_max_processes: int = Field(256, ge=1, description="Processes an app may run (where the limit applies).")
-    app_max_open_files: int = Field(4096, ge=16, description="Files an app may have open.")
+    sandbox: bool = Field(True, description="Isolate builds and apps (bubblewrap, own uid, cgroup and network); "
+                                            "false runs them as root on the host: trusted code only.")
+    sandbox_uid_base: int = Field(200_000, ge=1000, description="First of the uids reserved for sandboxes.")
+    sandbox_subnet: str = Field("10.89.0.0/16", description="IPv4 range of the sandboxes' own networks.")
     max_parallel_builds: int = Field(2, ge=1, description="Builds running at once on this server (per plan: fewer).")
 
     # Sign-in with GitHub (dashboard) and the CLI's browser login

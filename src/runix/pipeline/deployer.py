@@ -26,10 +26,11 @@ from runix.context import Runix
 from runix.db.models import Account, Deployment, Domain, Project, utcnow
 from runix.errors import Conflict, NotFound
 from runix.pipeline import release as releases
-from runix.pipeline.build import BuildFailed, ProjectBuildSettings, Release
+from runix.pipeline.build import BuildFailed, ProjectBuildSettings, Release, ReleaseDamaged
+from runix.pipeline.cells import CellLimits, CellPool
 from runix.pipeline.events import EventStore, LineBudget, make_hub
 from runix.pipeline.router import Router, Upstream, make_router
-from runix.pipeline.runtime import AppFailed, AppSpec, Runtime, make_runtime
+from runix.pipeline.runtime import Address, AppFailed, AppSpec, Runtime, make_runtime
 from runix.pipeline.worker import BuildJob, BuildQueue
 from runix.plans import get_plan
 from runix.services import deployments as deployment_service
@@ -51,6 +52,21 @@ class _Job:
     settings: ProjectBuildSettings
     env: dict[str, str]
     host_label: str
+    plan: str
+
+
+def app_limits(plan_name: str) -> CellLimits:
+    """What one app of an account on this plan may use, all its processes together."""
+    plan = get_plan(plan_name)
+    return CellLimits(memory_mb=plan.app_memory_mb, max_processes=plan.app_max_processes,
+                      cpu_weight=plan.app_cpu_weight, tmp_mb=plan.app_tmp_mb)
+
+
+def build_limits(plan_name: str) -> CellLimits:
+    """What one build of an account on this plan may use (its /tmp is counted in its memory)."""
+    plan = get_plan(plan_name)
+    return CellLimits(memory_mb=plan.build_memory_mb, max_processes=plan.build_max_processes,
+                      cpu_weight=plan.app_cpu_weight, tmp_mb=min(1024, plan.build_memory_mb // 4))
 
 
 class Deployer:
@@ -66,11 +82,12 @@ class Deployer:
             settings.router, settings.host, settings.router_port, waker=self.wake,
             wake_timeout=settings.health_timeout, state_dir=ctx.layout.root / "caddy",
             https_port=settings.router_https_port)
+        # One pool of cells (uid, cgroup, network namespace) for this process's builds and apps.
+        self.cells: CellPool | None = ctx.cells
         self.runtime: Runtime = runtime or make_runtime(
             settings.runtime, on_log=self._app_log, on_port=self._app_port,
-            health_timeout=settings.health_timeout, memory_bytes=settings.app_memory_mb * 1024 * 1024,
-            max_processes=settings.app_max_processes, max_open_files=settings.app_max_open_files,
-            sandbox_enabled=settings.sandbox, host=self.host)
+            health_timeout=settings.health_timeout, sandbox_enabled=settings.sandbox, cells=self.cells,
+            host=self.host)
         self.queue = BuildQueue(self._pipeline, max_parallel=settings.max_parallel_builds)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -232,13 +249,14 @@ class Deployer:
             release = await releases.build_release(
                 self.ctx.layout, self.settings, deployment_id, job.archive, job.settings, job.env,
                 lambda stream, line: self.events.emit(deployment_id, "build", line, stream),
-                cache_scope=job.account_id)  # one account's builds never read what another's wrote to a cache
+                cache_scope=job.account_id,  # one account's builds never read what another's wrote to a cache
+                cells=self.cells, limits=build_limits(job.plan))
             if not await self._move(deployment_id, ("BUILDING",), "DEPLOYING", build_finished_at=utcnow(),
                                     build_kind=release.kind, start_command=release.start_command):
                 await self._discard(deployment_id)
                 return
             self._system(deployment_id, f"Build finished in {time.monotonic() - started:.1f}s; starting the app")
-            await self._run(self._spec(release, job.env))
+            await self._run(self._spec(release, job.env, job.plan))
             await self._go_live(job)
         except BuildFailed as exc:
             await self._fail(deployment_id, ("BUILDING",), exc.message)
@@ -320,21 +338,21 @@ class Deployer:
         """Where the deployment answers, starting it first if it sleeps (the router's waker)."""
         if deployment_id in self._forgotten or self._stopping:
             return None
-        port = self.runtime.port(deployment_id)
-        if port is None:
+        address = self.runtime.address(deployment_id)
+        if address is None:
             async with self._lock(deployment_id):
-                port = self.runtime.port(deployment_id)
-                if port is None:
+                address = self.runtime.address(deployment_id)
+                if address is None:
                     spec = await asyncio.to_thread(self._spec_for_ready, deployment_id)
                     if spec is None:
                         return None
                     try:
-                        port = await self.runtime.start(spec)
+                        address = await self.runtime.start(spec)
                     except AppFailed as exc:
                         self._system(deployment_id, f"Could not start: {exc.describe()}", stream="stderr")
                         return None
                     self._active_since[deployment_id] = time.monotonic()
-        upstream = Upstream(self.host, port)
+        upstream = Upstream(*address)
         self.router.set_upstream(deployment_id, upstream)
         return upstream
 
@@ -417,7 +435,7 @@ class Deployer:
             return _Job(deployment_id, project.id, deployment.account_id, deployment.target,
                         self.ctx.layout.source_archive(deployment.source_sha256),
                         ProjectBuildSettings.from_project(project), deployment_service.env_of(self.ctx, deployment),
-                        deployment_service.host_label(project.slug, deployment.id))
+                        deployment_service.host_label(project.slug, deployment.id), self._plan_of(s, deployment))
 
     def _spec_for_ready(self, deployment_id: str) -> AppSpec | None:
         with self.ctx.db.sessions() as s:
@@ -425,18 +443,25 @@ class Deployer:
             if deployment is None or deployment.status != "READY":
                 return None
             env = deployment_service.env_of(self.ctx, deployment)
+            plan = self._plan_of(s, deployment)
         try:
-            release = Release.load(self.ctx.layout.release_dir(deployment_id))
-        except (OSError, ValueError, KeyError):
-            self._system(deployment_id, "Its release folder is missing or damaged: deploy again", stream="stderr")
+            release = releases.load_release(self.ctx.layout, deployment_id)
+        except ReleaseDamaged as exc:
+            log.warning("release record unusable", deployment_id=deployment_id, error=str(exc))
+            self._system(deployment_id, "Its release is missing or damaged: deploy again", stream="stderr")
             return None
-        return self._spec(release, env)
+        return self._spec(release, env, plan)
 
     @staticmethod
-    def _spec(release: Release, env: dict[str, str]) -> AppSpec:
+    def _plan_of(s: Any, deployment: Deployment) -> str:
+        account = s.get(Account, deployment.account_id)
+        return account.plan if account is not None else "hobby"
+
+    @staticmethod
+    def _spec(release: Release, env: dict[str, str], plan: str) -> AppSpec:
         path = ":".join([*release.env_path, releases.SYSTEM_PATH])
         return AppSpec(release.deployment_id, release.path, release.app_dir, release.start_command,
-                       {**release.env, **env, "PATH": path})
+                       {**release.env, **env, "PATH": path}, limits=app_limits(plan))
 
     async def _move(self, deployment_id: str, from_statuses: tuple[str, ...], to_status: str, **fields: Any) -> bool:
         def move() -> bool:
@@ -507,9 +532,9 @@ class Deployer:
         if keep:
             self.events.emit(deployment_id, "runtime", line, stream)
 
-    def _app_port(self, deployment_id: str, port: int | None) -> None:
-        self.router.set_upstream(deployment_id, Upstream(self.host, port) if port else None)
-        if port:
+    def _app_port(self, deployment_id: str, address: Address | None) -> None:
+        self.router.set_upstream(deployment_id, Upstream(*address) if address else None)
+        if address:
             self._active_since[deployment_id] = time.monotonic()
 
     def _system(self, deployment_id: str, text: str, stream: str = "stdout") -> None:

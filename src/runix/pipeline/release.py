@@ -1,18 +1,20 @@
 """Release: turn a validated source archive into an immutable, runnable folder.
 
 The build happens in place, in the folder the release will keep (`layout.release_dir(id)`), because a virtualenv
-bakes its absolute path into its scripts. Until `release.json` is written last the folder is only a staging area:
-a failed, timed-out or canceled build removes it, and no other release is ever touched.
+bakes its absolute path into its scripts. It runs in a cell of its own (uid, cgroup, network namespace: see
+`cells`), as that uid, so the folder belongs to the build while it runs; afterwards every process of the cell is
+killed, and the folder is given back to root and made read-only. Until the server's record of the release
+(`layout.release_record(id)`, outside any folder a sandbox can write) is written last, the folder is only a staging
+area: a failed, timed-out or canceled build removes it, and no other release is ever touched.
 
 Folder of a release:  app/ (the upload; the app runs in app/<root directory>), .venv/ (Python dependencies),
-app/.../node_modules/ (Node dependencies), .runix/bin/ (python, runix-static), release.json (what the runtime needs).
+app/.../node_modules/ (Node dependencies), .runix/bin/ (python, runix-static).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import shlex
@@ -25,12 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from runix.layout import Layout
-from runix.pipeline.build import RELEASE_FILE, BuildFailed, BuildPlan, ProjectBuildSettings, Release, detect, static
-from runix.pipeline.sandbox import network_env, read_lines, sandboxed
+from runix.pipeline import sandbox
+from runix.pipeline.build import BuildFailed, BuildPlan, ProjectBuildSettings, Release, ReleaseDamaged, detect, static
+from runix.pipeline.cells import Cell, CellLimits, CellPool, IsolationUnavailable
+from runix.pipeline.sandbox import network_env, read_lines
 from runix.pipeline.source import SourceLimits, SourceRejected, extract
 from runix.settings import Settings
 
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+# A build's cell when the caller names no plan (tests, tools): the Hobby plan's build limits.
+BUILD_LIMITS = CellLimits(memory_mb=2048, max_processes=256, tmp_mb=512)
 CACHE_SCOPE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # How long a killed build's output may take to drain before Runix stops waiting for it.
 DRAIN_SECONDS = 2.0
@@ -82,22 +88,20 @@ class _Build:
     deadline: float
     timeout: float
     log: LogFn
+    cell: Cell | None = None
 
     async def run(self, step: _Step) -> None:
         for part in (step.setup, step):
             if part:
                 self.log("stdout", f"==> {part.title}: {part.command}")
-        argv = sandboxed(["/bin/sh", "-c", step.script()], root=self.release_dir, writable=self.writable,
-                         readonly=self.readonly, env=self.env, cwd=self.app_dir, enabled=self.sandbox)
+        if self.cell is not None:
+            self.cell.group.forget_oom()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, start_new_session=True, cwd=self.app_dir,
-                env=None if self.sandbox else self.env,
-            )
+            proc = await sandbox.spawn(["/bin/sh", "-c", step.script()], cell=self.cell, root=self.release_dir,
+                                       writable=self.writable, readonly=self.readonly, env=self.env,
+                                       cwd=self.app_dir, enabled=self.sandbox)
         except OSError as exc:
-            hint = " (is bubblewrap installed? RUNIX_SANDBOX=false runs builds without it)" if self.sandbox else ""
-            raise BuildFailed(f"Runix could not start the build: {exc}{hint}") from exc
+            raise BuildFailed(f"Runix could not start the build: {exc}") from exc
         assert proc.stdout is not None and proc.stderr is not None
         pumps = asyncio.gather(read_lines(proc.stdout, lambda line: self.log("stdout", line)),
                                read_lines(proc.stderr, lambda line: self.log("stderr", line)))
@@ -113,6 +117,9 @@ class _Build:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(pumps, DRAIN_SECONDS)
         if code != 0:
+            if self.cell is not None and self.cell.group.was_oom_killed():
+                raise BuildFailed(f"{step.title} failed: {self.cell.limits.describe_memory()} for builds on "
+                                  "your plan (the kernel stopped a process of the build)")
             raise BuildFailed(f"{step.title} failed: `{step.command}` exited with code {code} (see the build log)")
 
 
@@ -243,18 +250,32 @@ def _build_env(toolchain: _Toolchain, user_env: dict[str, str]) -> dict[str, str
     return {**network_env(), **user_env, **base, **toolchain.release_env, **toolchain.build_env}
 
 
+def own_tree(folder: Path, uid: int) -> None:
+    """Gives `folder` and everything in it to `uid` (links themselves, never what they point to)."""
+    os.lchown(folder, uid, uid)
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in [*dirnames, *filenames]:
+            os.lchown(os.path.join(dirpath, name), uid, uid)
+
+
 def make_read_only(folder: Path) -> None:
+    """Root's, readable by every app uid and writable by none; set-id bits stripped. Called once no process of the
+    build is left, so nothing can swap a folder for a link while this walks (and links are never followed)."""
     for dirpath, dirnames, filenames in os.walk(folder):
         for name in [*dirnames, *filenames]:
             path = os.path.join(dirpath, name)
             mode = os.lstat(path).st_mode
+            os.lchown(path, 0, 0)
             if not stat.S_ISLNK(mode):
-                os.chmod(path, stat.S_IMODE(mode) & ~0o222)
-    os.chmod(folder, stat.S_IMODE(os.stat(folder).st_mode) & ~0o222)
+                readable = 0o555 if stat.S_ISDIR(mode) or mode & 0o111 else 0o444
+                os.chmod(path, (stat.S_IMODE(mode) | readable) & 0o555)
+    os.lchown(folder, 0, 0)
+    os.chmod(folder, 0o555)
 
 
 def remove_release(layout: Layout, deployment_id: str) -> None:
-    """Deletes a release folder (built or half-built); a no-op when there is none."""
+    """Deletes a release folder (built or half-built) and the server's record of it; a no-op when there is none."""
+    layout.release_record(deployment_id).unlink(missing_ok=True)
     folder = layout.release_dir(deployment_id)
     if not folder.exists():
         return
@@ -265,29 +286,46 @@ def remove_release(layout: Layout, deployment_id: str) -> None:
     shutil.rmtree(folder)
 
 
+def load_release(layout: Layout, deployment_id: str) -> Release:
+    """The built release of a deployment, from the server's record; raises ReleaseDamaged when there is none."""
+    return Release.load(layout.release_record(deployment_id), layout.release_dir(deployment_id))
+
+
 async def build_release(layout: Layout, settings: Settings, deployment_id: str, archive: Path,
                         project_settings: ProjectBuildSettings, env: dict[str, str], log: LogFn, *,
-                        cache_scope: str | None = None) -> Release:
+                        cache_scope: str | None = None, cells: CellPool | None = None,
+                        limits: CellLimits | None = None) -> Release:
     """Builds the release of one deployment; raises BuildFailed (and leaves nothing behind) when it cannot.
 
     Builds write to their download caches, so a build could plant files there for the next one: `cache_scope` (e.g.
     the account id) gives each scope caches of its own, so one account's builds never read what another's wrote.
+    With `cells`, the build runs in a cell of its own with `limits`.
     """
-    release_dir = layout.release_dir(deployment_id)
-    if (release_dir / RELEASE_FILE).is_file():
-        return Release.load(release_dir)
+    with contextlib.suppress(ReleaseDamaged):
+        return load_release(layout, deployment_id)
     remove_release(layout, deployment_id)  # what an interrupted build of this deployment left
+    cell = None
     try:
+        if cells is not None:
+            try:
+                cell = await asyncio.to_thread(cells.acquire, limits or BUILD_LIMITS, network=True)
+            except IsolationUnavailable as exc:
+                raise BuildFailed(f"Runix could not start the build: {exc}") from exc
         return await _build_release(layout, settings, deployment_id, archive, project_settings, env, log,
-                                    cache_scope)
+                                    cache_scope, cell)
     except BaseException:
+        if cell is not None:
+            await asyncio.to_thread(cell.kill_all)
         remove_release(layout, deployment_id)
         raise
+    finally:
+        if cell is not None:
+            await asyncio.to_thread(cell.release)
 
 
 async def _build_release(layout: Layout, settings: Settings, deployment_id: str, archive: Path,
                          project_settings: ProjectBuildSettings, env: dict[str, str], log: LogFn,
-                         cache_scope: str | None) -> Release:
+                         cache_scope: str | None, cell: Cell | None) -> Release:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.build_timeout
     release_dir = layout.release_dir(deployment_id)
@@ -306,14 +344,19 @@ async def _build_release(layout: Layout, settings: Settings, deployment_id: str,
     toolchain.env_path.append(str(_add_runix_tools(release_dir, plan.kind)))
     build = _Build(release_dir=release_dir, app_dir=app_dir, env=_build_env(toolchain, env),
                    writable=[release_dir, *toolchain.writable], readonly=toolchain.readonly, sandbox=settings.sandbox,
-                   deadline=deadline, timeout=settings.build_timeout, log=log)
+                   deadline=deadline, timeout=settings.build_timeout, log=log, cell=cell)
+    if cell is not None:  # the build's own, while it runs: its uid writes them, nothing of root's
+        for folder in [release_dir, *toolchain.writable]:
+            await asyncio.to_thread(own_tree, folder, cell.uid)
     for step in _steps(plan, release_dir, project_settings):
         await build.run(step)
+    if cell is not None and not await asyncio.to_thread(cell.kill_all):
+        raise BuildFailed("Processes the build started could not be stopped")
     # Python apps print as they go, so their log lines reach the events live.
     release_env = {"PYTHONUNBUFFERED": "1", **toolchain.release_env}
     release = Release(deployment_id=deployment_id, path=release_dir, app_dir=app_dir, kind=plan.kind,
                       start_command=plan.start_command, env_path=toolchain.env_path, env=release_env)
-    (release_dir / RELEASE_FILE).write_text(json.dumps(release.to_json(), indent=2))
     await asyncio.to_thread(make_read_only, release_dir)
+    release.save(layout.release_record(deployment_id))
     log("stdout", f"==> Release ready; the app starts with: {plan.start_command}")
     return release

@@ -2,7 +2,8 @@
 
 A sandboxed process sees the system read-only (/usr and the few /etc files programs need), a private /tmp, /proc and
 /dev, and only the folders it is handed. It never sees the data dir, other apps' releases or the server's secrets:
-its environment is cleared and rebuilt from `env`, and the data dir is simply not mounted.
+bwrap itself starts with a minimal environment, the command's is built from `env` alone, and the data dir is simply
+not mounted. It runs in a cell (see `cells`): its own uid, cgroup and network namespace.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import os
 import resource
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from runix.pipeline.cells import Cell
+from runix.pipeline.processes import die_with_server
 
 BWRAP = "bwrap"
 
@@ -76,12 +80,49 @@ def _system_binds() -> list[str]:
     return args
 
 
+def _parent_dirs(destinations: Iterable[str]) -> list[str]:
+    """`--dir` for every folder leading to the destinations, readable by all: bwrap run by root makes the ones it
+    needs 0700, which a sandbox running as its own uid could not pass."""
+    parents = {str(parent) for dest in destinations for parent in Path(dest).parents if str(parent) != "/"}
+    args: list[str] = []
+    for parent in sorted(parents, key=lambda p: (p.count("/"), p)):
+        args += ["--perms", "0755", "--dir", parent]
+    return args
+
+
 def _binds(option: str, paths: Iterable[Path]) -> list[str]:
     args: list[str] = []
     for path in paths:
         resolved = str(Path(path).resolve())
         args += [option, resolved, resolved]
     return args
+
+
+# The whole environment bwrap itself gets. bwrap stays the sandbox's PID 1, and /proc/1/environ is its environment:
+# nothing of the server's may be in it.
+BWRAP_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+SETPRIV = "/usr/bin/setpriv"
+IDENTITY_DIR = Path("/run/runix/identity")  # server-only: the passwd and group files each sandbox uid sees
+
+
+def identity_files(uid: int) -> tuple[Path, Path]:
+    """/etc/passwd and /etc/group as a sandbox with `uid` sees them: the system's users, plus `runix` for its own
+    uid (tools such as npm and getpass look the current user up)."""
+    folder = IDENTITY_DIR / str(uid)
+    passwd, group = folder / "passwd", folder / "group"
+    if not passwd.exists() or not group.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        for target, source, line in ((passwd, "/etc/passwd", f"runix:x:{uid}:{uid}:Runix app:/tmp:/bin/sh"),
+                                     (group, "/etc/group", f"runix:x:{uid}:")):
+            try:
+                system = Path(source).read_text()
+            except OSError:
+                system = ""
+            staged = target.with_suffix(".new")
+            staged.write_text(system.rstrip("\n") + "\n" + line + "\n")
+            staged.chmod(0o644)
+            os.replace(staged, target)
+    return passwd, group
 
 
 def sandboxed(
@@ -94,51 +135,92 @@ def sandboxed(
     cwd: Path,
     network: bool = True,
     enabled: bool = True,
+    uid: int | None = None,
+    tmp_mb: int | None = None,
 ) -> list[str]:
     """The command line that runs `argv` in a bubblewrap sandbox (or `argv` itself when `enabled` is False).
 
     `root` is the job's folder (a release), bound read-only at its own path, so absolute paths baked into it (a
     virtualenv's scripts) work; a folder listed in `writable` is bound writable (it may be `root` itself, for a
-    build), one in `readonly` read-only, each at its own path. With `network=False` the sandbox has no network.
+    build), one in `readonly` read-only, each at its own path. With `network=False` the sandbox has no network;
+    otherwise it has the network namespace it was started in (its cell's). With `uid`, the command runs as that
+    uid (and gid) with no capabilities and no way to gain any (no_new_privs); /tmp is a tmpfs of `tmp_mb`.
     """
     if not enabled:
         return list(argv)
-    # No capabilities: bwrap started by root would otherwise hand them all on (mount, mknod, ptrace...).
-    args = [BWRAP, "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+    # No capabilities but the three setpriv needs to become `uid` (and it drops them, and the bounding set, itself):
+    # bwrap started by root would otherwise hand them all on (mount, mknod, ptrace...).
+    caps = ["--cap-drop", "ALL"]
+    if uid is not None:
+        caps += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+    args = [BWRAP, "--die-with-parent", "--new-session", *caps,
             "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname", "runix"]
     if not network:
         args.append("--unshare-net")
-    args += _system_binds()
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-    args += _binds("--ro-bind", [root, *readonly])
-    args += _binds("--bind", writable)
+    args += _parent_dirs(ETC_PATHS) + _system_binds()
+    if uid is not None:
+        passwd, group = identity_files(uid)
+        args += ["--ro-bind", str(passwd), "/etc/passwd", "--ro-bind", str(group), "/etc/group"]
+    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777"]
+    if tmp_mb:
+        args += ["--size", str(tmp_mb * 1024 * 1024)]
+    args += ["--tmpfs", "/tmp"]
+    binds = _binds("--ro-bind", [root, *readonly]) + _binds("--bind", writable)
+    args += _parent_dirs(binds[2::3]) + binds
     # The sandbox's own root (where bwrap made the folders leading to the binds) is read-only too.
     args += ["--remount-ro", "/", "--clearenv"]
     for key, value in env.items():
         args += ["--setenv", key, value]
-    args += ["--chdir", str(Path(cwd).resolve()), "--", *argv]
-    return args
+    args += ["--chdir", str(Path(cwd).resolve()), "--"]
+    if uid is not None:
+        args += [SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
+                 "--bounding-set=-all", "--no-new-privs", "--"]
+    return args + list(argv)
 
 
-def resource_limits(memory_bytes: int, max_processes: int, max_open_files: int) -> Callable[[], None]:
-    """A `preexec_fn` that caps memory, processes and open files of the child (and all it starts).
+async def spawn(
+    argv: list[str],
+    *,
+    cell: Cell | None,
+    root: Path,
+    env: dict[str, str],
+    cwd: Path,
+    writable: Iterable[Path] = (),
+    readonly: Iterable[Path] = (),
+    network: bool = True,
+    enabled: bool = True,
+    uid: int | None = None,
+    output: bool = True,
+    nice: bool = False,
+    max_open_files: int = 4096,
+) -> asyncio.subprocess.Process:
+    """Starts `argv` sandboxed in `cell` (its cgroup, its network namespace, its uid unless `uid` names another), in
+    a process group of its own that dies with the server; stdout and stderr piped with `output`, at the lowest CPU
+    priority with `nice`. bwrap itself gets only BWRAP_ENV; the command gets exactly `env`."""
+    limits = cell.limits if cell is not None else None
+    command = sandboxed(argv, root=root, writable=writable, readonly=readonly, env=env, cwd=cwd, network=network,
+                        enabled=enabled, uid=(uid if uid is not None else cell.uid) if cell is not None else None,
+                        tmp_mb=limits.tmp_mb if limits else None)
+    nproc = limits.max_processes if limits else None
+    open_files = limits.max_open_files if limits else max_open_files
 
-    Memory is RLIMIT_DATA (the heap and private writable mappings), not RLIMIT_AS: V8, Go and the JVM reserve far
-    more address space than they use, and Node.js does not even start under a 512 MB RLIMIT_AS.
-    RLIMIT_NPROC counts every process of the user, so it is only a real cap when apps run as their own user.
-    """
-
-    def apply() -> None:
-        for limit, value in (
-            (resource.RLIMIT_DATA, memory_bytes),
-            (resource.RLIMIT_NPROC, max_processes),
-            (resource.RLIMIT_NOFILE, max_open_files),
-        ):
+    def prepare_child() -> None:
+        if cell is not None:
+            cell.enter()
+        for limit, value in ((resource.RLIMIT_NOFILE, open_files), (resource.RLIMIT_NPROC, nproc)):
+            if value is None:
+                continue
             _soft, hard = resource.getrlimit(limit)
             capped = value if hard == resource.RLIM_INFINITY else min(value, hard)
             resource.setrlimit(limit, (capped, capped))
+        die_with_server()
+        if nice:
+            os.nice(19)
 
-    return apply
+    piped = asyncio.subprocess.PIPE if output else asyncio.subprocess.DEVNULL
+    return await asyncio.create_subprocess_exec(
+        *command, stdin=asyncio.subprocess.DEVNULL, stdout=piped, stderr=piped, start_new_session=True,
+        preexec_fn=prepare_child, env=BWRAP_ENV if enabled else env, cwd=cwd)
 
 
 async def read_lines(stream: asyncio.StreamReader, emit: Callable[[str], None], max_line: int = 8192) -> None:

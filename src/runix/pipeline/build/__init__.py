@@ -11,9 +11,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from runix.pipeline.build import node, procfile, python, static
-from runix.pipeline.build.plan import RELEASE_FILE, BuildFailed, BuildPlan, ProjectBuildSettings, Release
+from runix.pipeline.build.plan import BuildFailed, BuildPlan, ProjectBuildSettings, Release, ReleaseDamaged
 
-__all__ = ["RELEASE_FILE", "BuildFailed", "BuildPlan", "ProjectBuildSettings", "Release", "detect", "KINDS"]
+__all__ = ["BuildFailed", "BuildPlan", "ProjectBuildSettings", "Release", "ReleaseDamaged", "detect", "KINDS"]
 
 KINDS = ("static", "python", "node", "procfile")
 # Framework names a project may set, and the kind of build each one means.

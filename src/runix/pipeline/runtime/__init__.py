@@ -2,7 +2,7 @@
 
 The deployer asks a runtime to `start` a release (it returns once the app answers HTTP), to `stop` it, and for its
 `status`. The runtime keeps apps alive on its own: a crashed app is restarted with exponential backoff, and the
-deployer hears about it through `on_port` (the app answers on a new port, or on none while it is down) and its output
+deployer hears about it through `on_port` (the app answers at a new address, or at none while it is down) and its output
 through `on_log`.
 """
 
@@ -14,6 +14,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from runix.pipeline.cells import CellLimits
+
 
 @dataclass(frozen=True)
 class AppSpec:
@@ -24,6 +26,7 @@ class AppSpec:
     app_dir: Path
     start_command: str
     env: dict[str, str] = field(default_factory=dict)
+    limits: CellLimits | None = None  # the plan's; None: the runtime's default
 
 
 class AppState(StrEnum):
@@ -48,13 +51,15 @@ class AppFailed(Exception):
 
 # (deployment id, stream "stdout"/"stderr"/"system", line)
 LogSink = Callable[[str, str, str], None]
-# (deployment id, port or None while the app is down)
-PortSink = Callable[[str, int | None], None]
+# Where an app answers: (host, port)
+Address = tuple[str, int]
+# (deployment id, its address, or None while the app is down)
+AddressSink = Callable[[str, Address | None], None]
 
 
 class Runtime(Protocol):
-    async def start(self, spec: AppSpec) -> int:
-        """Runs the app (or joins a start already under way) and returns its port once it answers HTTP.
+    async def start(self, spec: AppSpec) -> Address:
+        """Runs the app (or joins a start already under way) and returns its address once it answers HTTP.
         Raises AppFailed when it does not come up; nothing of it is left running then."""
 
     async def stop(self, deployment_id: str) -> None:
@@ -65,7 +70,7 @@ class Runtime(Protocol):
 
     def status(self, deployment_id: str) -> AppState: ...
 
-    def port(self, deployment_id: str) -> int | None:
+    def address(self, deployment_id: str) -> Address | None:
         """Where the app answers now, when it is running."""
 
     def running(self) -> list[str]:

@@ -1,8 +1,12 @@
-"""The local runtime: each app is a process group on this machine, in a bubblewrap sandbox, with resource limits.
+"""The local runtime: each app is a process group on this machine, in a bubblewrap sandbox inside a cell of its own
+(uid, cgroup with the plan's limits, network namespace: see `cells`).
 
-An app listens on a free loopback port (its `PORT`). It counts as up once it answers any HTTP response there. If it
-exits while it should run, it is started again after 0.5 s, 1 s, 2 s, ... (at most 30 s; the delay resets once it has
-stayed up for a minute).
+An app listens on its `PORT` in its own network namespace, where nothing else listens; the router reaches it at the
+cell's address. It counts as up once it answers any HTTP response there. If it exits while it should run (the
+kernel's out-of-memory kill included, which is said as such), every process of its cell is killed and it is started
+again after 0.5 s, 1 s, 2 s, ... (at most 30 s; the delay resets once it has stayed up for a minute). Without the
+sandbox (RUNIX_SANDBOX=false) an app listens on a free loopback port instead, which another process could take
+first: then it starts again on a new one.
 
 The release is read-only, so Python could not keep the bytecode it compiles there and compiled the app and its
 dependencies again on every start and wake. Each deployment gets a bytecode cache outside its release instead
@@ -31,9 +35,10 @@ import structlog
 
 from runix.layout import FILLED_SUFFIX, Layout
 from runix.pipeline import processes, sandbox
+from runix.pipeline.cells import Cell, CellLimits, CellPool, IsolationUnavailable, make_pool
 from runix.pipeline.processes import BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER
-from runix.pipeline.release import SYSTEM_PATH, system_python
-from runix.pipeline.runtime import AppFailed, AppSpec, AppState, LogSink, PortSink
+from runix.pipeline.release import SYSTEM_PATH, own_tree, system_python
+from runix.pipeline.runtime import Address, AddressSink, AppFailed, AppSpec, AppState, LogSink
 
 log = structlog.get_logger("runix.runtime")
 
@@ -42,6 +47,7 @@ STOP_GRACE_SECONDS = 5.0
 BASE_ENV = {"PATH": SYSTEM_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}  # HOME: the private /tmp
 FILL_SECONDS = 300.0  # the most a filler may compile for; what it compiled by then is kept
 PORT_ATTEMPTS = 5  # starts on a new port when another process took the last one, before giving up
+APP_PORT = 8000  # every app's PORT in its own network namespace
 # Netlink's sock_diag, from linux/netlink.h, linux/sock_diag.h and linux/inet_diag.h
 _NETLINK_SOCK_DIAG, _SOCK_DIAG_BY_FAMILY, _NLMSG_ERROR, _NLMSG_DONE = 4, 20, 2, 3
 _NLM_F_REQUEST, _NLM_F_DUMP, _TCP_LISTEN = 0x1, 0x300, 10
@@ -198,27 +204,44 @@ class _App:
     wanted: bool = True  # False once stop() was asked: an exit is then not a crash
     restarts: int = 0
     filler: asyncio.Task | None = None  # compiling the release into its bytecode cache, after the first start
+    cell: Cell | None = None  # held from the first start until the app is stopped
+
+    @property
+    def address(self) -> Address | None:
+        if self.port is None:
+            return None
+        host = self.cell.address if self.cell is not None and self.cell.address else None
+        return (host or "127.0.0.1", self.port)
+
+
+DEFAULT_LIMITS = CellLimits(memory_mb=512, max_processes=128, cpu_weight=100, tmp_mb=64)
 
 
 class LocalRuntime:
-    def __init__(self, *, on_log: LogSink, on_port: PortSink, health_timeout: float = 60.0,
-                 memory_bytes: int = 512 * 1024 * 1024, max_processes: int = 256, max_open_files: int = 1024,
-                 sandbox_enabled: bool = True, host: str = "127.0.0.1"):
+    def __init__(self, *, on_log: LogSink, on_port: AddressSink, health_timeout: float = 60.0,
+                 limits: CellLimits | None = None, sandbox_enabled: bool = True, cells: CellPool | None = None,
+                 host: str = "127.0.0.1"):
         self.on_log = on_log
         self.on_port = on_port
         self.health_timeout = health_timeout
-        self.memory_bytes = memory_bytes
-        self.max_processes = max_processes
-        self.max_open_files = max_open_files
+        self.limits = limits or DEFAULT_LIMITS  # an app's whose spec names none
         self.sandbox_enabled = sandbox_enabled
+        self._cells = cells
         self.host = host
         self._apps: dict[str, _App] = {}
         # The data dir's layout, learnt from the first release started (the runtime is not told it otherwise).
         self._layout: Layout | None = None
         self._layout_ready: asyncio.Future | None = None
 
+    @property
+    def cells(self) -> CellPool:
+        """The pool of cells apps run in (made on first use when the runtime was handed none)."""
+        if self._cells is None:
+            self._cells = make_pool()
+        return self._cells
+
     # The Runtime interface
-    async def start(self, spec: AppSpec) -> int:
+    async def start(self, spec: AppSpec) -> Address:
         app = self._apps.get(spec.deployment_id)
         if app is None or app.state is AppState.STOPPED:
             app = _App(spec)
@@ -226,9 +249,9 @@ class LocalRuntime:
             app.state = AppState.STARTING
             app.supervisor = asyncio.create_task(self._supervise(app), name=f"runix-app-{spec.deployment_id}")
         await app.up.wait()
-        if app.port is None:
+        if app.address is None:
             raise app.failure or AppFailed("The app stopped before it answered", list(app.lines))
-        return app.port
+        return app.address
 
     async def stop(self, deployment_id: str) -> None:
         app = self._apps.get(deployment_id)
@@ -255,9 +278,9 @@ class LocalRuntime:
         app = self._apps.get(deployment_id)
         return app.state if app else AppState.STOPPED
 
-    def port(self, deployment_id: str) -> int | None:
+    def address(self, deployment_id: str) -> Address | None:
         app = self._apps.get(deployment_id)
-        return app.port if app and app.state is AppState.RUNNING else None
+        return app.address if app and app.state is AppState.RUNNING else None
 
     def running(self) -> list[str]:
         return [d for d, app in self._apps.items() if app.state is not AppState.STOPPED]
@@ -325,7 +348,7 @@ class LocalRuntime:
                 else:
                     app.state = AppState.RUNNING
                     app.failure = None
-                    self.on_port(app.spec.deployment_id, app.port)
+                    self.on_port(app.spec.deployment_id, app.address)
                     app.up.set()
                     assert app.proc is not None
                     code = await app.proc.wait()
@@ -336,7 +359,7 @@ class LocalRuntime:
                     self.on_port(app.spec.deployment_id, None)
                     if time.monotonic() - started > STABLE_AFTER:
                         delay = BACKOFF_FIRST
-                    self._system(app, f"The app exited with code {code}; restarting it in {delay:g}s")
+                    self._system(app, f"The app {self._exit_reason(app, code)}; restarting it in {delay:g}s")
                 app.state = AppState.RESTARTING
                 app.restarts += 1
                 await asyncio.sleep(delay)
@@ -348,9 +371,31 @@ class LocalRuntime:
 
     async def _stopped(self, app: _App) -> None:
         await self._terminate(app)
+        if app.cell is not None:
+            cell, app.cell = app.cell, None
+            await asyncio.shield(asyncio.to_thread(cell.release))
         app.state = AppState.STOPPED
         app.port = None
         app.up.set()
+
+    @staticmethod
+    def _exit_reason(app: _App, code: int | None) -> str:
+        """What ended the app, in words: the kernel's out-of-memory kill, or its exit code."""
+        if app.cell is not None and app.cell.group.was_oom_killed():
+            app.cell.group.forget_oom()
+            return f"was stopped: {app.cell.limits.describe_memory()} (all its processes together)"
+        return f"exited with code {code}"
+
+    async def _cell(self, app: _App) -> Cell | None:
+        """The app's cell, taken on its first start and kept across restarts (None without the sandbox)."""
+        if not self.sandbox_enabled:
+            return None
+        if app.cell is None:
+            try:
+                app.cell = await asyncio.to_thread(self.cells.acquire, app.spec.limits or self.limits, network=True)
+            except IsolationUnavailable as exc:
+                raise AppFailed(f"The app could not be started: {exc}", list(app.lines)) from exc
+        return app.cell
 
     async def _launch(self, app: _App) -> None:
         """Starts the process and waits for its first HTTP answer on PORT; raises AppFailed (process gone) if none.
@@ -365,6 +410,7 @@ class LocalRuntime:
         spec = app.spec
         env = dict(BASE_ENV)
         readonly = [spec.release_dir]
+        cell = await self._cell(app)
         layout = Layout.of_release(spec.release_dir)
         cache = await self._bytecode_cache(layout, spec.deployment_id) if layout else None
         if layout and cache:  # its own cache and the standard library's links, read-only; no other app's
@@ -376,7 +422,7 @@ class LocalRuntime:
         folders = _python_folders(spec) if cache is not None and filled and not filled.exists() else []
         fill = bool(folders) and app.filler is None
         for attempt in range(1, PORT_ATTEMPTS + 1):
-            port = free_port(self.host)
+            port = APP_PORT if cell is not None else free_port(self.host)
             launch_env = {**env, "PORT": str(port), "HOST": self.host}
             try:
                 await self._launch_on(app, port, launch_env, readonly)
@@ -405,8 +451,11 @@ class LocalRuntime:
                    "/node_modules/", *map(str, folders)]
         proc = None
         try:
-            proc = await self._spawn(spec, command, env=BASE_ENV, writable=[cache],
-                                     readonly=[r for r in readonly if r != cache], network=False, nice=True)
+            if app.cell is not None:  # the filler's uid writes it; the app's only reads
+                await asyncio.to_thread(own_tree, cache, self.cells.filler_uid)
+            proc = await self._spawn(app, command, env=BASE_ENV, writable=[cache],
+                                     readonly=[r for r in readonly if r != cache], network=False, nice=True,
+                                     uid=self.cells.filler_uid if app.cell is not None else None)
             async with asyncio.timeout(FILL_SECONDS):
                 code = await proc.wait()
             # compileall exits 1 when a file does not compile (a stray Python 2 script, say): the rest is kept.
@@ -419,26 +468,16 @@ class LocalRuntime:
                 await processes.end_group(proc, 0)
                 await proc.wait()
 
-    async def _spawn(self, spec: AppSpec, command: list[str], *, env: dict[str, str], writable: list[Path],
-                     readonly: list[Path], network: bool, output: bool = False,
-                     nice: bool = False) -> asyncio.subprocess.Process:
-        """Starts `command` in the release's sandbox, in a process group of its own, with the app's resource limits,
-        dying with the server; stdout and stderr piped with `output`, at the lowest CPU priority with `nice`.
+    async def _spawn(self, app: _App, command: list[str], *, env: dict[str, str], writable: list[Path],
+                     readonly: list[Path], network: bool, output: bool = False, nice: bool = False,
+                     uid: int | None = None) -> asyncio.subprocess.Process:
+        """Starts `command` in the release's sandbox, in the app's cell (as its uid unless `uid` names another).
         Cancelled while the process is being made, it is still made, and ended before the cancellation goes on."""
-        argv = sandbox.sandboxed(command, root=spec.release_dir, writable=writable, readonly=readonly, env=env,
-                                 cwd=spec.app_dir, network=network, enabled=self.sandbox_enabled)
-        limits = sandbox.resource_limits(self.memory_bytes, self.max_processes, self.max_open_files)
-
-        def prepare_child() -> None:
-            limits()
-            processes.die_with_server()
-            if nice:
-                os.nice(19)
-
-        piped = asyncio.subprocess.PIPE if output else asyncio.subprocess.DEVNULL
-        spawning = asyncio.ensure_future(asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=piped, stderr=piped, start_new_session=True,
-            preexec_fn=prepare_child, env=env if not self.sandbox_enabled else None, cwd=spec.app_dir))
+        spec = app.spec
+        spawning = asyncio.ensure_future(sandbox.spawn(
+            command, cell=app.cell, root=spec.release_dir, writable=writable, readonly=readonly, env=env,
+            cwd=spec.app_dir, network=network, enabled=self.sandbox_enabled, uid=uid, output=output, nice=nice,
+            max_open_files=self.limits.max_open_files))
         try:
             return await asyncio.shield(spawning)
         except asyncio.CancelledError:
@@ -452,7 +491,7 @@ class LocalRuntime:
         """One start on `port`; raises _PortTaken when another process has it."""
         spec = app.spec
         try:
-            app.proc = await self._spawn(spec, ["/bin/sh", "-c", spec.start_command], env=env, writable=[],
+            app.proc = await self._spawn(app, ["/bin/sh", "-c", spec.start_command], env=env, writable=[],
                                          readonly=readonly, network=True, output=True)
         except OSError as exc:
             raise AppFailed(f"The app could not be started: {exc}", list(app.lines)) from exc
@@ -460,18 +499,20 @@ class LocalRuntime:
         app.pumps = [asyncio.create_task(self._pump(app, app.proc.stdout, "stdout")),
                      asyncio.create_task(self._pump(app, app.proc.stderr, "stderr"))]
         deadline = time.monotonic() + self.health_timeout
+        host = app.cell.address if app.cell is not None and app.cell.address else self.host
         while True:
             if not app.wanted:
                 raise asyncio.CancelledError
             if (code := app.proc.returncode) is not None:
                 await self._finish_pumps(app)
+                reason = self._exit_reason(app, code)
                 await self._terminate(app)  # whatever it left: now any holder of the port is another process
-                if port_in_use(self.host, port):
+                if app.cell is None and port_in_use(self.host, port):
                     raise _PortTaken
-                raise AppFailed(f"The app exited with code {code} before it answered HTTP on PORT",
-                                list(app.lines))
-            if await answers_http(self.host, port, timeout=1.0):
-                if await asyncio.to_thread(taken_by_another, app.proc.pid, port):
+                raise AppFailed(f"The app {reason} before it answered HTTP on PORT", list(app.lines))
+            if await answers_http(host, port, timeout=1.0):
+                # In its own namespace nothing else can listen on the app's port; on the host's loopback, it can.
+                if app.cell is None and await asyncio.to_thread(taken_by_another, app.proc.pid, port):
                     raise _PortTaken
                 app.port = port
                 return
@@ -502,6 +543,8 @@ class LocalRuntime:
         if proc is None:
             return
         await processes.end_group(proc, STOP_GRACE_SECONDS)
+        if app.cell is not None:  # every process of the app, wherever in its tree and whatever group it made
+            await asyncio.to_thread(app.cell.kill_all)
         for task in app.pumps:
             task.cancel()
         app.pumps = []
