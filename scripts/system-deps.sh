@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Runix needs where they are missing. Usage: system-deps.sh run|test
-#   run:  bubblewrap (sandbox for builds and apps), Node.js + npm (Node apps)
+#   run:  bubblewrap, nftables and iproute2 (the sandbox: each app and build gets its own network), Node.js + npm
 #   test: the above, plus Chromium (dashboard tests), wrk and nginx (router benchmark), dnsmasq (DNS in tests)
 set -euo pipefail
-want=(bwrap:bubblewrap node:nodejs npm:npm)
+want=(bwrap:bubblewrap nft:nftables ip:iproute2 setpriv:util-linux node:nodejs npm:npm)
 if [ "${1:-run}" = "test" ]; then
   want+=(chromium:chromium wrk:wrk nginx:nginx-light dnsmasq:dnsmasq-base)
 fi
