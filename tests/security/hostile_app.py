@@ -94,6 +94,8 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/whoami":
             body = {"uid": os.getuid(), "gid": os.getgid(), "address": own_address(), "gateway": gateway(),
                     "env": dict(os.environ), "environs": environments(), "build_uid": read("build-uid.txt")}
+        elif url.path == "/headers":
+            body = {name.lower(): self.headers.get_all(name) for name in set(self.headers.keys())}
         elif url.path == "/read":
             body = read(query["path"])
         elif url.path == "/connect":

@@ -155,6 +155,17 @@ def test_an_app_over_its_memory_limit_is_killed_restarted_and_says_why(router: R
         time.sleep(0.1)
 
 
+def test_a_client_cannot_spoof_its_address_to_the_app(router: Router, hostile_app: str) -> None:
+    spoofed = [("X-Forwarded-For", "6.6.6.6"), ("x-forwarded-for", "7.7.7.7"), ("X-REAL-IP", "6.6.6.6"),
+               ("Forwarded", "for=6.6.6.6;proto=https"), ("X-Forwarded-Proto", "https"),
+               ("X-Forwarded-Host", "bank.example"), ("Host", hostile_app)]
+    r = router.client.get("/headers", headers=httpx.Headers(spoofed))
+    seen = r.json()
+    assert seen["x-forwarded-for"] == ["127.0.0.1"] and seen["x-real-ip"] == ["127.0.0.1"], seen
+    assert seen["forwarded"] == ["for=127.0.0.1;proto=http"], seen
+    assert seen["x-forwarded-proto"] == ["http"] and seen["x-forwarded-host"] == [hostile_app], seen
+
+
 def test_a_build_over_its_memory_limit_ends_in_error_with_the_reason(attacker: Account) -> None:
     new_project(attacker, "greedy-build", build_command="python3 -c 'bytearray(3000 << 20)'")
     r = upload(attacker, "greedy-build", hostile())

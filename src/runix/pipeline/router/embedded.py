@@ -46,6 +46,8 @@ _REQUEST_SPECIAL = frozenset(
         b"x-forwarded-for",
         b"x-forwarded-proto",
         b"x-forwarded-host",
+        b"x-real-ip",
+        b"forwarded",
     }
 )
 # Hop-by-hop headers, and the X-Forwarded-* ones the router sets itself (a client must not be able to forge them).
@@ -185,8 +187,11 @@ class _Client(asyncio.Protocol):
         if not self.router.trust_forwarded:
             peer = transport.get_extra_info("peername")
             address = peer[0] if isinstance(peer, tuple) else "unknown"
+            node = f'"[{address}]"' if ":" in address else address  # RFC 7239 quotes IPv6 nodes
             self.forwarded = (
-                b"\r\nX-Forwarded-For: " + address.encode() + b"\r\nX-Forwarded-Proto: " + self.router.scheme
+                b"\r\nX-Forwarded-For: " + address.encode() + b"\r\nX-Real-IP: " + address.encode()
+                + b"\r\nForwarded: for=" + node.encode() + b";proto=" + self.router.scheme
+                + b"\r\nX-Forwarded-Proto: " + self.router.scheme
             ) + b"\r\nX-Forwarded-Host: "
         self.router._clients.add(self)
 
