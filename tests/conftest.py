@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Account, RunixServer, running_server
+from tests.support import ADMIN_EMAIL, Account, RunixServer, running_server
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunixServer]:
-    with running_server(tmp_path_factory.mktemp("runix"), RUNIX_RATE_LIMIT_PER_MINUTE="100000") as s:
+    with running_server(tmp_path_factory.mktemp("runix"), RUNIX_RATE_LIMIT_PER_MINUTE="100000",
+                        RUNIX_ADMIN_EMAILS=ADMIN_EMAIL) as s:
         yield s
 
 

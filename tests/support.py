@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNIX = str(Path(sys.executable).parent / "runix")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_URL = os.environ.get("RUNIX_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+ADMIN_EMAIL = "operator@example.com"  # the session server's admin (RUNIX_ADMIN_EMAILS)
 REDIS_URL = os.environ.get("RUNIX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 

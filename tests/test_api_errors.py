@@ -11,7 +11,7 @@ import pytest
 from runix.client import RunixAPIError, RunixClient
 from runix.client.stdlib_transport import StdlibTransport
 from tests.api_support import error, run_sql
-from tests.support import Account, RunixServer, running_server
+from tests.support import ADMIN_EMAIL, Account, RunixServer, running_server
 
 # Every endpoint of api.md this issue owns, as (method, OpenAPI path).
 ENDPOINTS = [
@@ -117,7 +117,8 @@ def test_healthz_metrics_and_docs(server: RunixServer, account: Account) -> None
     r = httpx.get(f"{server.url}/healthz")
     assert r.status_code == 200 and r.json() == {"status": "ok"}
     error(httpx.get(f"{server.url}/metrics"), 401, "UNAUTHORIZED")
-    r = account.client.get("/metrics")
+    error(account.client.get("/metrics"), 403, "FORBIDDEN")  # server-wide figures: not for every account
+    r = server.sign_in(ADMIN_EMAIL).client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert 'runix_http_requests_total{method="GET",route="/healthz",status="200"}' in r.text
     assert "runix_http_request_duration_seconds_bucket" in r.text

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     github_api_url: str = "https://api.github.com"
     device_poll_interval: int = Field(5, ge=1, le=60, description="Seconds `runix login --web` waits between polls.")
 
+    admin_emails: str = Field("", description="Comma-separated emails of the operator's admin accounts (they "
+                                               "may read /metrics).")
+
+    def is_admin(self, email: str) -> bool:
+        return email.strip().lower() in {e.strip().lower() for e in self.admin_emails.split(",") if e.strip()}
+
     log_level: str = Field("info", description="debug, info, warning or error.")
 
     @property

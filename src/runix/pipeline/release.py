@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import re
 import shlex
@@ -22,7 +23,7 @@ import shutil
 import signal
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -323,6 +324,28 @@ async def build_release(layout: Layout, settings: Settings, deployment_id: str, 
             await asyncio.to_thread(cell.release)
 
 
+@contextlib.asynccontextmanager
+async def _caches_held(layout: Layout, scope: str | None) -> AsyncIterator[None]:
+    """Holds a scope's download caches for one build at a time (a lock file, so across processes too): each build
+    owns them under its own uid while it runs, and a second one taking them over would pull them from under the
+    first. Polled rather than waited for in a thread, so a canceled build never leaves a lock taken behind it."""
+    if scope is None:
+        yield
+        return
+    layout.cache.mkdir(parents=True, exist_ok=True)
+    fd = os.open(layout.cache / f".{scope}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
 async def _build_release(layout: Layout, settings: Settings, deployment_id: str, archive: Path,
                          project_settings: ProjectBuildSettings, env: dict[str, str], log: LogFn,
                          cache_scope: str | None, cell: Cell | None) -> Release:
@@ -345,13 +368,14 @@ async def _build_release(layout: Layout, settings: Settings, deployment_id: str,
     build = _Build(release_dir=release_dir, app_dir=app_dir, env=_build_env(toolchain, env),
                    writable=[release_dir, *toolchain.writable], readonly=toolchain.readonly, sandbox=settings.sandbox,
                    deadline=deadline, timeout=settings.build_timeout, log=log, cell=cell)
-    if cell is not None:  # the build's own, while it runs: its uid writes them, nothing of root's
-        for folder in [release_dir, *toolchain.writable]:
-            await asyncio.to_thread(own_tree, folder, cell.uid)
-    for step in _steps(plan, release_dir, project_settings):
-        await build.run(step)
-    if cell is not None and not await asyncio.to_thread(cell.kill_all):
-        raise BuildFailed("Processes the build started could not be stopped")
+    async with _caches_held(layout, cache_scope if cell is not None and toolchain.writable else None):
+        if cell is not None:  # the build's own, while it runs: its uid writes them, nothing of root's
+            for folder in [release_dir, *toolchain.writable]:
+                await asyncio.to_thread(own_tree, folder, cell.uid)
+        for step in _steps(plan, release_dir, project_settings):
+            await build.run(step)
+        if cell is not None and not await asyncio.to_thread(cell.kill_all):
+            raise BuildFailed("Processes the build started could not be stopped")
     # Python apps print as they go, so their log lines reach the events live.
     release_env = {"PYTHONUNBUFFERED": "1", **toolchain.release_env}
     release = Release(deployment_id=deployment_id, path=release_dir, app_dir=app_dir, kind=plan.kind,

@@ -6,7 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from runix.api.deps import CurrentAccount
+from runix.api.deps import Ctx, CurrentAccount
+from runix.api.errors import responses
+from runix.errors import Forbidden
 
 router = APIRouter(tags=["platform"])
 
@@ -17,7 +19,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-def metrics(request: Request, account: CurrentAccount) -> PlainTextResponse:
-    """Request counts and latencies in the Prometheus text format."""
+@router.get("/metrics", response_class=PlainTextResponse, responses=responses(401, 403))
+def metrics(request: Request, account: CurrentAccount, ctx: Ctx) -> PlainTextResponse:
+    """Request counts and latencies in the Prometheus text format: server-wide figures, for the operator's admins
+    (RUNIX_ADMIN_EMAILS) only."""
+    if not ctx.settings.is_admin(account.email):
+        raise Forbidden("Metrics are for the operator's admins (RUNIX_ADMIN_EMAILS)")
     return PlainTextResponse(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)
