@@ -452,7 +452,7 @@ def test_zz_server_restart_brings_ready_apps_back_and_resumes_or_fails_builds(
     user = deploy_server.sign_in(user.email)
     assert user.client.get(f"/deployments/{production['id']}").json()["status"] == "READY"
     settled = wait_settled(user, resumed)
-    assert settled["status"] == "READY", settled
+    assert settled["status"] == "READY", settled["error"]
     assert events_text(user, resumed).count("Build started") == 2
     assert router.get("resumed.localhost").text == "r1 -"
 

@@ -21,7 +21,7 @@ from tests import (
 )
 from tests.api_support import run_sql
 from tests.dns_server import LoopbackDns, dns  # noqa: F401 - the fixture
-from tests.support import RunixServer, drop_postgres_database, fresh_postgres_database, running_server
+from tests.support import ADMIN_EMAIL, RunixServer, drop_postgres_database, fresh_postgres_database, running_server
 from tests.test_schema import token  # noqa: F401 - the schemathesis suite's fixture
 
 pytestmark = pytest.mark.postgres
@@ -47,7 +47,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, dns: LoopbackDns) -> Iterat
     url = fresh_postgres_database()
     try:
         with running_server(tmp_path_factory.mktemp("runix-pg"), RUNIX_DATABASE_URL=url,
-                            RUNIX_DNS_RESOLVER=dns.address, RUNIX_RATE_LIMIT_PER_MINUTE="100000") as s:
+                            RUNIX_DNS_RESOLVER=dns.address, RUNIX_RATE_LIMIT_PER_MINUTE="100000",
+                            RUNIX_ADMIN_EMAILS=ADMIN_EMAIL) as s:
             yield s
     finally:
         drop_postgres_database(url)

@@ -27,6 +27,7 @@ HOST_IFACE_PREFIX = "rxh"  # host side of each veth pair: rxh<slot>
 SANDBOX_IFACE = "eth0"
 TABLE = "runix"
 COMMAND_TIMEOUT = 20.0
+MAKE_ATTEMPTS = 3
 
 
 class NetworkUnavailable(Exception):
@@ -43,7 +44,8 @@ def _run(argv: list[str], stdin: str | None = None) -> None:
     except subprocess.TimeoutExpired as exc:
         raise NetworkUnavailable(f"`{' '.join(argv)}` did not finish within {COMMAND_TIMEOUT:g}s") from exc
     if done.returncode != 0:
-        raise NetworkUnavailable(f"`{' '.join(argv)}` failed: {done.stderr.strip() or done.stdout.strip()}")
+        said = done.stderr.strip() or done.stdout.strip() or f"exit code {done.returncode}"
+        raise NetworkUnavailable(f"`{' '.join(argv)}` failed: {said}")
 
 
 def _ruleset(subnet: ipaddress.IPv4Network) -> str:
@@ -133,7 +135,13 @@ class Networks:
         if slot in self._ready:
             return net
         if not (net.path.exists() and Path(f"/sys/class/net/{net.host_iface}").exists()):
-            self._make(net)
+            for attempt in range(MAKE_ATTEMPTS):  # a namespace a dead holder left may still be going away
+                try:
+                    self._make(net)
+                    break
+                except NetworkUnavailable:
+                    if attempt == MAKE_ATTEMPTS - 1:
+                        raise
         self._ready.add(slot)
         return net
 

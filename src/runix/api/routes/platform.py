@@ -7,7 +7,6 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from runix.api.deps import Ctx, CurrentAccount
-from runix.api.errors import responses
 from runix.errors import Forbidden
 
 router = APIRouter(tags=["platform"])
@@ -19,7 +18,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/metrics", response_class=PlainTextResponse, responses=responses(401, 403))
+# The errors are JSON although the answer is text: documented as such, or the text/plain class would claim them.
+_JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+
+
+@router.get("/metrics", response_class=PlainTextResponse,
+            responses={403: {"description": "Not an admin", "content": _JSON_ERROR}})
 def metrics(request: Request, account: CurrentAccount, ctx: Ctx) -> PlainTextResponse:
     """Request counts and latencies in the Prometheus text format: server-wide figures, for the operator's admins
     (RUNIX_ADMIN_EMAILS) only."""
