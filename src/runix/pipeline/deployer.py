@@ -259,6 +259,9 @@ class Deployer:
             await self._run(self._spec(release, job.env, job.plan))
             await self._go_live(job)
         except BuildFailed as exc:
+            if self._stopping:  # its processes were ended by the stop itself: it builds again on the next start
+                await self._interrupted(deployment_id)
+                return
             await self._fail(deployment_id, ("BUILDING",), exc.message)
         except AppFailed as exc:
             await self._fail(deployment_id, ("DEPLOYING",), exc.describe())
