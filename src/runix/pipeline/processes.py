@@ -8,6 +8,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import weakref
 
 # Restarts after a crash wait 0.5 s, 1 s, 2 s, ... at most 30 s; the wait starts over once a run lasted a minute.
 BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 0.5, 30.0, 60.0
@@ -23,14 +24,45 @@ def die_with_server() -> None:
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def track(process: asyncio.subprocess.Process) -> asyncio.subprocess.Process:
+    """Remembers a just-started process by a pidfd, which names that process and no other even once its pid is
+    given to a new one: `end_group` then never signals a stranger's group."""
+    with contextlib.suppress(OSError):
+        fd = os.pidfd_open(process.pid)
+        _pidfds[process] = fd
+        weakref.finalize(process, os.close, fd)
+    return process
+
+
+_pidfds: weakref.WeakKeyDictionary[asyncio.subprocess.Process, int] = weakref.WeakKeyDictionary()
+
+
+def _leader_alive(process: asyncio.subprocess.Process) -> bool:
+    """True while the leader has not been reaped (a zombie still holds its pid, so its group id is still ours)."""
+    if process.returncode is not None:
+        return False
+    fd = _pidfds.get(process)
+    if fd is None:
+        return True
+    try:
+        signal.pidfd_send_signal(fd, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 async def end_group(process: asyncio.subprocess.Process, grace: float) -> None:
     """Ends the process group `process` leads (it was started with start_new_session): SIGTERM, then SIGKILL for
-    whatever of the group is left after `grace` seconds or once the leader is gone."""
-    if process.returncode is None:
+    whatever of the group is left after `grace` seconds or once the leader is gone. Pids are reused (32768 of them
+    on many machines): once the leader is reaped and a process of that id exists, the id names someone else's group
+    now, and nothing is sent. While any member of the old group lives, the id cannot be given out again."""
+    if _leader_alive(process):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
                 await process.wait()
+    elif os.path.exists(f"/proc/{process.pid}"):
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)

@@ -20,7 +20,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import stat
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -28,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from runix.layout import Layout
-from runix.pipeline import sandbox
+from runix.pipeline import processes, sandbox
 from runix.pipeline.build import BuildFailed, BuildPlan, ProjectBuildSettings, Release, ReleaseDamaged, detect, static
 from runix.pipeline.cells import Cell, CellLimits, CellPool, IsolationUnavailable
 from runix.pipeline.sandbox import network_env, read_lines
@@ -126,8 +125,8 @@ class _Build:
 
 async def _kill(proc: asyncio.subprocess.Process, pumps: asyncio.Future) -> None:
     """Kills the step's whole process group (in the sandbox: its whole pid namespace) and stops reading from it."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        await asyncio.shield(processes.end_group(proc, 0))
     with contextlib.suppress(Exception):
         await asyncio.shield(proc.wait())
     pumps.cancel()

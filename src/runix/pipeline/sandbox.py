@@ -14,8 +14,8 @@ import resource
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from runix.pipeline import processes
 from runix.pipeline.cells import Cell
-from runix.pipeline.processes import die_with_server
 
 BWRAP = "bwrap"
 
@@ -213,14 +213,14 @@ async def spawn(
             _soft, hard = resource.getrlimit(limit)
             capped = value if hard == resource.RLIM_INFINITY else min(value, hard)
             resource.setrlimit(limit, (capped, capped))
-        die_with_server()
+        processes.die_with_server()
         if nice:
             os.nice(19)
 
     piped = asyncio.subprocess.PIPE if output else asyncio.subprocess.DEVNULL
-    return await asyncio.create_subprocess_exec(
+    return processes.track(await asyncio.create_subprocess_exec(
         *command, stdin=asyncio.subprocess.DEVNULL, stdout=piped, stderr=piped, start_new_session=True,
-        preexec_fn=prepare_child, env=BWRAP_ENV if enabled else env, cwd=cwd)
+        preexec_fn=prepare_child, env=BWRAP_ENV if enabled else env, cwd=cwd))
 
 
 async def read_lines(stream: asyncio.StreamReader, emit: Callable[[str], None], max_line: int = 8192) -> None:

@@ -287,11 +287,11 @@ class CaddyRouter:
                 )
             )
             try:
-                self._process = await asyncio.shield(spawning)
+                self._process = processes.track(await asyncio.shield(spawning))
             except asyncio.CancelledError:
                 # Stopped while the process was being made: keep hold of it so that stopping also ends it.
                 with contextlib.suppress(Exception):
-                    self._process = await spawning
+                    self._process = processes.track(await spawning)
                 raise
         await self._wait_until_serving()
         self._loaded = version
