@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from tests.fake_http import LocalService
 
 
 @dataclass
@@ -27,7 +28,7 @@ class GitHubUser:
 
 
 @dataclass
-class FakeGitHub:
+class FakeGitHub(LocalService):
     client_id: str = "Iv1.runixtest"
     client_secret: str = field(default_factory=lambda: secrets.token_hex(20))
     # Who is "signed in to GitHub" in the browser; the next authorize request signs in as this user.
@@ -35,12 +36,10 @@ class FakeGitHub:
     codes: dict[str, tuple[GitHubUser, str, float]] = field(default_factory=dict)  # code -> user, redirect, expiry
     tokens: dict[str, GitHubUser] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
-    _server: ThreadingHTTPServer | None = None
 
     @property
     def base_url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.url
 
     @property
     def api_url(self) -> str:
@@ -51,30 +50,13 @@ class FakeGitHub:
         return {"RUNIX_GITHUB_CLIENT_ID": self.client_id, "RUNIX_GITHUB_CLIENT_SECRET": self.client_secret,
                 "RUNIX_GITHUB_BASE_URL": self.base_url, "RUNIX_GITHUB_API_URL": self.api_url}
 
-    def start(self) -> FakeGitHub:
-        fake = self
-
-        class Handler(_Handler):
-            github = fake
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def __enter__(self) -> FakeGitHub:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 class _Handler(BaseHTTPRequestHandler):
-    github: FakeGitHub
+    service: FakeGitHub
+
+    @property
+    def github(self) -> FakeGitHub:
+        return self.service
 
     def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
         pass
@@ -160,3 +142,6 @@ class _Handler(BaseHTTPRequestHandler):
         if scheme.lower() not in ("bearer", "token"):
             return None
         return self.github.tokens.get(value.strip())
+
+
+FakeGitHub.handler = _Handler

@@ -120,6 +120,7 @@ class RunixServer:
     router_port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     accounts: list[Account] = field(default_factory=list)
+    admin: Account | None = None  # signed in by set_plan
 
     @property
     def url(self) -> str:
@@ -136,7 +137,8 @@ class RunixServer:
     def process_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RUNIX_")}
         env.update({"RUNIX_DATA_DIR": str(self.data_dir), "RUNIX_PORT": str(self.port),
-                    "RUNIX_ROUTER_PORT": str(self.router_port), "RUNIX_LOG_LEVEL": "info"})
+                    "RUNIX_ROUTER_PORT": str(self.router_port), "RUNIX_LOG_LEVEL": "info",
+                    "RUNIX_ADMIN_EMAILS": ADMIN_EMAIL})
         env.update(self.env)
         return env
 
@@ -174,6 +176,13 @@ class RunixServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
+
+    def set_plan(self, account: Account, plan: str) -> None:
+        """Moves `account` to `plan` as the operator does: an admin's PUT, no payment."""
+        if self.admin is None or self.admin not in self.accounts:
+            self.admin = self.sign_in(ADMIN_EMAIL)
+        r = self.admin.client.put(f"/billing/accounts/{account.email}/plan", json={"plan": plan})
+        assert r.status_code == 200, r.text
 
     def sign_in(self, email: str | None = None) -> Account:
         """Signs in by email code (creating the account), returning a client that sends its session token."""

@@ -95,7 +95,7 @@ def test_deleting_a_project_frees_its_domains(server: RunixServer, account: Acco
     assert other.client.post("/projects/next/domains", json={"name": domain}).status_code == 201
 
 
-def test_bad_names_and_plan_limit(account: Account) -> None:
+def test_bad_names_and_plan_limit(server: RunixServer, account: Account) -> None:
     c, p = account.client, make_project(account)
     for bad in ("localhost", "example", "http://example.com", "*.example.com", "a..example.com", "1.2.3.4",
                 "exa mple.com", "-a.example.com", "a" * 64 + ".com", ""):
@@ -105,5 +105,5 @@ def test_bad_names_and_plan_limit(account: Account) -> None:
     for _ in range(3):  # the Hobby plan's limit per project
         assert c.post(f"/projects/{p}/domains", json={"name": unique_domain()}).status_code == 201
     error(c.post(f"/projects/{p}/domains", json={"name": unique_domain()}), 403, "FORBIDDEN")
-    assert c.put("/billing/plan", json={"plan": "pro"}).status_code == 200
+    server.set_plan(account, "pro")
     assert c.post(f"/projects/{p}/domains", json={"name": unique_domain()}).status_code == 201

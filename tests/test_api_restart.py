@@ -15,7 +15,7 @@ def test_restart_keeps_everything(fresh_server: RunixServer) -> None:
     cli = c.post("/auth/cli-token", json={"name": "keep"}).json()
     dropped = c.post("/auth/cli-token", json={"name": "drop"}).json()
     assert c.delete(f"/auth/tokens/{dropped['id']}").status_code == 200
-    assert c.put("/billing/plan", json={"plan": "pro"}).status_code == 200
+    server.set_plan(alice, "pro")
     for i in range(25):
         assert c.post("/projects", json={"name": f"app{i}", "start_command": f"run {i}"}).status_code == 201
     plain = c.post("/projects/app3/env", json={"key": "GREETING", "value": "hello"}).json()

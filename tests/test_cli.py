@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.dns_server import LoopbackDns, dns  # noqa: F401 - the fixture
-from tests.support import Account, CliShell, RunixServer, free_port, read_code, running_server
+from tests.support import ADMIN_EMAIL, Account, CliShell, RunixServer, free_port, read_code, running_server
 
 
 @pytest.fixture
@@ -269,7 +269,7 @@ def test_domains_verify(tmp_path: Path, resolving_server: RunixServer, dns: Loop
     assert any(url.startswith(f"http://{name}") for url in shell.json("projects", "inspect", "verify-demo")["urls"])
 
 
-def test_tokens_and_billing(signed_in: CliShell, account: Account) -> None:
+def test_tokens_and_billing(server: RunixServer, signed_in: CliShell, account: Account) -> None:
     tokens = signed_in.json("tokens", "ls")
     saved = json.loads(signed_in.credentials_path.read_text())
     other = next(t for t in tokens if t["kind"] == "session")
@@ -285,9 +285,16 @@ def test_tokens_and_billing(signed_in: CliShell, account: Account) -> None:
     assert "Refusing" in refused.stderr and signed_in.json("billing")["plan"] == "hobby"
     unknown = signed_in.run("billing", "--plan", "platinum", "--yes", expect=1)
     assert "'hobby', 'pro' or 'enterprise'" in unknown.stderr and "Traceback" not in unknown.stderr
-    changed = signed_in.json("billing", "--plan", "pro", "--yes")
-    assert changed["plan"] == "pro" and changed["limits"]["deploys_per_hour"] == 100
+    unpaid = signed_in.run("billing", "--plan", "pro", "--yes", expect=1)  # no payment provider on this server
+    assert "operator" in unpaid.stderr and signed_in.json("billing")["plan"] == "hobby"
+    operator = CliShell(signed_in.home.parent / "operator", server.url)
+    operator.login_with_token(server, server.sign_in(ADMIN_EMAIL))
+    assert "is on the pro plan now" in operator.run("billing", "--account", account.email, "--plan", "pro",
+                                                    "--yes").stderr  # messages go to stderr
     assert "Plan: Pro" in signed_in.run("billing").stdout
+    assert "memory per app (swap included)" in signed_in.run("billing").stdout
+    changed = signed_in.json("billing", "--plan", "hobby", "--yes")  # down: always, at once
+    assert changed["plan"] == "hobby" and changed["limits"]["deploys_per_hour"] == 5
     assert saved["token"].startswith("rnx_c_")
 
 

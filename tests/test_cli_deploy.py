@@ -23,7 +23,7 @@ EXAMPLES = sorted(p.name for p in (ROOT / "examples").iterdir() if p.is_dir())
 def deployer(server: RunixServer, tmp_path_factory: pytest.TempPathFactory) -> CliShell:
     """A signed-in shell whose account is on the Enterprise plan (Hobby allows 5 deploys an hour)."""
     account = server.sign_in()
-    assert account.client.put("/billing/plan", json={"plan": "enterprise"}).status_code == 200
+    server.set_plan(account, "enterprise")
     shell = CliShell(tmp_path_factory.mktemp("deployer") / "home", server.url)
     shell.login_with_token(server, account)
     return shell

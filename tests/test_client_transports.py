@@ -28,7 +28,7 @@ def transport(request: pytest.FixtureRequest) -> Callable[[], Transport]:
 
 @pytest.fixture
 def sdk(server: RunixServer, account: Account, transport: Callable[[], Transport]) -> Iterator[RunixClient]:
-    assert account.client.put("/billing/plan", json={"plan": "enterprise"}).status_code == 200
+    server.set_plan(account, "enterprise")
     with RunixClient(server.url, account.token, transport=transport()) as client:
         yield client
 

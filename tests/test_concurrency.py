@@ -122,7 +122,7 @@ def test_concurrent_project_creates_stop_exactly_at_the_plan_limit(server: Runix
 def test_promote_racing_a_delete_or_a_cancel_never_leaves_production_on_a_deployment_that_is_not_ready(
         server: RunixServer) -> None:
     account = server.sign_in()
-    assert account.client.put("/billing/plan", json={"plan": "pro"}).status_code == 200  # 3 builds at once
+    server.set_plan(account, "pro")  # 3 builds at once
     assert account.client.post("/projects", json={"name": "flip"}).status_code == 201
     r = upload(account, "flip", stdlib_app("v1"))
     assert r.status_code == 201, r.text

@@ -26,6 +26,7 @@ import pytest
 from runix.dashboard import ACTIONS
 from tests.dns_server import LoopbackDns
 from tests.fake_github import FakeGitHub, GitHubUser
+from tests.fake_payments import FakePayments
 from tests.support import ROOT, RUNIX, RunixServer, missing_service, read_code, running_server
 
 pytestmark = pytest.mark.browser
@@ -54,11 +55,19 @@ def dns() -> Iterator[LoopbackDns]:
 
 
 @pytest.fixture(scope="module")
-def dash(tmp_path_factory: pytest.TempPathFactory, github: FakeGitHub, dns: LoopbackDns) -> Iterator[RunixServer]:
+def payments() -> Iterator[FakePayments]:
+    with FakePayments() as provider:
+        yield provider
+
+
+@pytest.fixture(scope="module")
+def dash(tmp_path_factory: pytest.TempPathFactory, github: FakeGitHub, dns: LoopbackDns,
+         payments: FakePayments) -> Iterator[RunixServer]:
     with running_server(tmp_path_factory.mktemp("dashboard"), RUNIX_RATE_LIMIT_PER_MINUTE="100000",
                         RUNIX_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
                         RUNIX_HEALTH_TIMEOUT="30", RUNIX_DEVICE_POLL_INTERVAL="1", RUNIX_DNS_RESOLVER=dns.address,
-                        **github.env()) as server:
+                        **github.env(), **payments.env()) as server:
+        payments.webhook_url = f"{server.url}/billing/webhook"
         yield server
 
 
@@ -517,22 +526,27 @@ def test_tokens_create_shown_once_and_revoke(alice: Alice, dash: RunixServer) ->
     assert httpx.get(f"{dash.url}/user", headers=headers).status_code == 401
 
 
-def test_billing_meters_and_plan_change(alice: Alice) -> None:
+def test_billing_meters_and_plan_change_paid_at_checkout(alice: Alice, payments: FakePayments) -> None:
     page = alice.page
     page.goto("/dashboard/billing")
     assert page.inner_text("#current-plan") == "Hobby"
     assert "1 / 10" in page.inner_text("#meter-projects")
     shoot(page, "billing")
-    alice.accept_dialogs = False  # asked first; she changes her mind and nothing changes
-    page.click("#plan-pro button")
-    assert alice.dialogs[-1].startswith("Switch to the Pro plan ($20/month)?")
-    assert page.inner_text("#current-plan") == "Hobby" and alice.api.get("/billing").json()["plan"] == "hobby"
-    alice.accept_dialogs = True
-    page.click("#plan-pro button")
-    assert "Pro plan" in flash_text(page)
+    page.click("#plan-pro button")  # to the provider's payment page, and back once paid
+    assert "20.00 USD / month" in page.inner_text("#amount")
+    assert alice.api.get("/billing").json()["plan"] == "hobby"  # nothing changes before the payment
+    page.click("#pay")
+    page.wait_for_selector("#paid-note")
     assert page.inner_text("#current-plan") == "Pro"
     assert "1 / 100" in page.inner_text("#meter-projects")
     assert alice.api.get("/billing").json()["plan"] == "pro"
+    assert [s["status"] for s in payments.subscriptions.values()
+            if s["metadata"]["account_id"] == alice.api.get("/user").json()["id"]] == ["active"]
+    alice.accept_dialogs = False  # a move down is asked first; she changes her mind and nothing changes
+    page.click("#plan-hobby button")
+    assert alice.dialogs[-1].startswith("Switch to the Hobby plan ($0/month)?")
+    assert page.inner_text("#current-plan") == "Pro" and alice.api.get("/billing").json()["plan"] == "pro"
+    alice.accept_dialogs = True
 
 
 def test_cli_device_login_approved_in_the_browser(alice: Alice, dash: RunixServer) -> None:
@@ -636,6 +650,8 @@ NOT_USER_ACTIONS = {
     "POST /auth/device/token",  # the CLI polls for its token
     "GET /auth/github",  # already browser steps: the sign-in page links here and GitHub returns to the callback
     "GET /auth/github/callback",
+    "POST /billing/webhook",  # the payment provider's, signed
+    "PUT /billing/accounts/{account}/plan",  # the operator's: `runix billing --account EMAIL --plan PLAN`
 }
 
 

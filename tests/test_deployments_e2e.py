@@ -105,10 +105,6 @@ def events_text(account: Account, deployment_id: str) -> str:
     return "\n".join(e["text"] for e in account.client.get(f"/deployments/{deployment_id}/events").json())
 
 
-def set_plan(account: Account, plan: str) -> None:
-    assert account.client.put("/billing/plan", json={"plan": plan}).status_code == 200
-
-
 class Router:
     def __init__(self, server: RunixServer):
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{server.router_port}", timeout=30)
@@ -141,7 +137,7 @@ def user(deploy_server: RunixServer) -> Account:
 def examples(deploy_server: RunixServer) -> dict[str, dict]:
     """Every example deployed once, to production of its own project, in one Pro account (3 builds at once)."""
     owner = deploy_server.sign_in()
-    set_plan(owner, "pro")
+    deploy_server.set_plan(owner, "pro")
     started = {}
     for name in sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir()):
         new_project(owner, f"ex-{name}")
@@ -283,7 +279,7 @@ def test_rollback_restores_the_previous_version_quickly(user: Account, router: R
 
 
 def test_redeploy_and_rollback_under_steady_traffic_lose_no_request(user: Account, deploy_server: RunixServer) -> None:
-    set_plan(user, "pro")
+    deploy_server.set_plan(user, "pro")
     new_project(user, "steady")
     v1 = deploy(user, "steady", stdlib_app("v1"))
     results: Counter[str] = Counter()
@@ -437,7 +433,7 @@ def wait_status(account: Account, deployment_id: str, status: str, timeout: floa
 
 def test_zz_server_restart_brings_ready_apps_back_and_resumes_or_fails_builds(
         examples: dict[str, dict], user: Account, deploy_server: RunixServer, router: Router) -> None:
-    set_plan(user, "pro")
+    deploy_server.set_plan(user, "pro")
     new_project(user, "phoenix")
     production = deploy(user, "phoenix", stdlib_app("v1"))
     preview = deploy(user, "phoenix", stdlib_app("v2"), target="preview")

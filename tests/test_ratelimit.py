@@ -69,7 +69,7 @@ def test_memory_limit_admits_exactly_the_limit(limited: RunixServer) -> None:
 def test_changing_plan_changes_the_request_limit(limited: RunixServer) -> None:
     carol = limited.sign_in()
     assert carol.client.get("/user").headers["X-RateLimit-Limit"] == "100"
-    assert carol.client.put("/billing/plan", json={"plan": "pro"}).status_code == 200
+    limited.set_plan(carol, "pro")
     r = carol.client.get("/user")
     assert r.headers["X-RateLimit-Limit"] == "1000"
     assert carol.client.get("/billing").json()["limits"]["requests_per_minute"] == 1000

@@ -38,6 +38,16 @@ class Forbidden(RunixError):
     status, code = 403, "FORBIDDEN"
 
 
+class PaymentRequired(Forbidden):
+    """A plan above the current one, asked for without paying (403: the spec's table has no 402)."""
+    code = "PAYMENT_REQUIRED"
+
+
+class QuotaExceeded(Forbidden):
+    """The account's plan has no room left for this (disk, for one)."""
+    code = "QUOTA_EXCEEDED"
+
+
 class NotFound(RunixError):
     status, code = 404, "NOT_FOUND"
 

@@ -208,6 +208,16 @@ class PlanChange(Strict):
     plan: Literal["hobby", "pro", "enterprise"]
 
 
+class CheckoutCreate(Strict):
+    plan: Literal["hobby", "pro", "enterprise"]
+
+
+class CheckoutPublic(BaseModel):
+    id: str
+    url: str  # the provider's hosted payment page: open it in a browser
+    plan: str
+
+
 class BillingPublic(BaseModel):
     plan: str
     limits: dict[str, int | None]

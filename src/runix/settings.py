@@ -53,7 +53,15 @@ class Settings(BaseSettings):
     device_poll_interval: int = Field(5, ge=1, le=60, description="Seconds `runix login --web` waits between polls.")
 
     admin_emails: str = Field("", description="Comma-separated emails of the operator's admin accounts (they "
-                                               "may read /metrics).")
+                                               "may read /metrics and set any account's plan).")
+
+    # Paid plans through a payment provider that speaks Stripe's API (checkout sessions, signed webhooks)
+    payments_api_url: str = Field("https://api.stripe.com", description="The provider's API.")
+    payments_secret_key: str | None = Field(None, description="The provider's secret API key; unset: only admins "
+                                                              "change plans upwards.")
+    payments_webhook_secret: str | None = Field(None, description="Signs the provider's webhooks to "
+                                                                  "POST /billing/webhook.")
+    payments_currency: str = "usd"
 
     def is_admin(self, email: str) -> bool:
         return email.strip().lower() in {e.strip().lower() for e in self.admin_emails.split(",") if e.strip()}

@@ -20,7 +20,7 @@ from runix.logging import configure_logging
 from runix.settings import Settings, get_settings
 
 API_ROUTERS = [auth.router, user.router, projects.router, env.router, domains.router, billing.router,
-               platform.router, device.router, github.router]
+               billing.webhooks, platform.router, device.router, github.router]
 
 
 def create_app(settings: Settings | None = None, ctx: Runix | None = None, *, run_pipeline: bool = True) -> FastAPI:

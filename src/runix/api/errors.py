@@ -69,7 +69,8 @@ def install(app: FastAPI) -> None:
 
 
 _WORDS = {400: "Bad request", 401: "Missing or invalid token", 403: "Forbidden", 404: "Not found",
-          409: "Conflict", 429: "Rate limited (see Retry-After)", 500: "Server error"}
+          409: "Conflict", 429: "Rate limited (see Retry-After)", 500: "Server error",
+          503: "A service Runix depends on is unavailable (see Retry-After)"}
 
 
 def responses(*statuses: int) -> dict[int | str, dict]:

@@ -77,7 +77,4 @@ def domains_rm(name: DomainArgument, project: ProjectOption = None, yes: YesOpti
     ref = project_ref(project, client.api_url)
     confirm(f"Detach {name}? It stops serving the project at once.", yes, f"detach {name}")
     domain = client.remove_domain(ref, name)
-    if as_json:
-        output.emit_json(domain)
-    else:
-        output.success(f"Detached {domain['name']}.")
+    output.result(domain, as_json, f"Detached {domain['name']}.")

@@ -123,6 +123,14 @@ def emit_json(data: Any) -> None:
     out(json.dumps(data, indent=2, default=str))
 
 
+def result(data: Any, as_json: bool, text: str) -> None:
+    """What a command changed: `data` as JSON for scripts, else `text` as a success message."""
+    if as_json:
+        emit_json(data)
+    else:
+        success(text)
+
+
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], empty: str = "Nothing to show.") -> None:
     if not rows:
         info(empty)

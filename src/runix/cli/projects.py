@@ -91,18 +91,60 @@ def projects_rm(
         output.success(f"Deleted project {deleted['name']}.")
 
 
+# How `runix billing` names a limit, the usage figure beside it, and its unit.
+LIMIT_ROWS: dict[str, tuple[str, str | None, str]] = {
+    "requests_per_minute": ("API requests per minute", "requests_this_minute", ""),
+    "deploys_per_hour": ("deploys per hour", "deploys_this_hour", ""),
+    "projects": ("projects", "projects", ""),
+    "domains_per_project": ("domains per project", None, ""),
+    "env_vars_per_project": ("env vars per project", None, ""),
+    "concurrent_builds": ("builds at once", None, ""),
+    "app_memory_mb": ("memory per app (swap included)", None, " MB"),
+    "app_max_processes": ("processes per app", None, ""),
+    "app_cpu_weight": ("CPU share per app (100 = default)", None, ""),
+    "app_tmp_mb": ("/tmp per app (counts as memory)", None, " MB"),
+    "build_memory_mb": ("memory per build", None, " MB"),
+    "build_max_processes": ("processes per build", None, ""),
+    "disk_mb": ("disk: sources and releases", "disk_mb", " MB"),
+    "build_cache_mb": ("disk: build caches", "build_cache_mb", " MB"),
+}
+
+
 def billing(
     plan: Annotated[str | None, typer.Option("--plan", help="Switch your account to this plan (hobby, pro, "
-                                             "enterprise); asks first.")] = None,
+                                             "enterprise); asks first. Moving up opens the payment page, unless "
+                                             "you are an admin.")] = None,
+    account: Annotated[str | None, typer.Option("--account", help="Admins: the account (email or id) whose plan "
+                                                "--plan sets, without payment.")] = None,
     yes: YesOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Your plan, its limits and how much of them you use; --plan changes plan."""
+    from runix.client import RunixAPIError
+
     client = connect()
+    if account:
+        if not plan:
+            raise output.CliError("--account needs --plan: `runix billing --account EMAIL --plan PLAN`")
+        confirm(f"Move {account} to the {plan} plan?", yes, f"change the plan of {account}")
+        changed = client.set_account_plan(account, plan)
+        output.result(changed, as_json, f"{account} is on the {changed['plan']} plan now.")
+        return
     if plan:
         confirm(f"Switch your account to the {plan} plan? Its price applies from now on.", yes,
                 f"change plan to {plan}")
-        summary = client.change_plan(plan)
+        try:
+            summary = client.change_plan(plan)
+        except RunixAPIError as exc:
+            if exc.code != "PAYMENT_REQUIRED":
+                raise
+            checkout = client.checkout(plan)  # raises, saying why, when the server takes no payments
+            if as_json:
+                output.emit_json(checkout)
+                return
+            output.out(f"Pay for the {plan} plan here: {checkout['url']}")
+            output.out("Your plan changes once the payment goes through; `runix billing` shows it.")
+            return
         if not as_json:
             output.success(f"Your account is on the {summary['plan']} plan now.")
     else:
@@ -113,17 +155,14 @@ def billing(
     plan = next((p for p in summary["plans"] if p.get("name") == summary["plan"]), {})
     price = plan.get("price_per_month_usd")
     output.out(f"Plan: {plan.get('title', summary['plan'])}" + (f" (${price}/month)" if price is not None else ""))
-    usage_for = {"requests_per_minute": "requests_this_minute", "deploys_per_hour": "deploys_this_hour",
-                 "projects": "projects", "domains_per_project": None, "env_vars_per_project": None,
-                 "concurrent_builds": None}
     rows = []
     for limit_name, limit in summary["limits"].items():
-        used_key = usage_for.get(limit_name, limit_name)
+        label, used_key, unit = LIMIT_ROWS.get(limit_name, (limit_name.replace("_", " "), limit_name, ""))
         used = summary["usage"].get(used_key) if used_key else None
-        rows.append([limit_name.replace("_", " "), "-" if used is None else used,
-                     "unlimited" if limit is None else limit])
+        rows.append([label, "-" if used is None else f"{used}{unit}",
+                     "unlimited" if limit is None else f"{limit}{unit}"])
+    shown = {key for _, key, _ in LIMIT_ROWS.values()}
     for key, value in summary["usage"].items():
-        if key not in usage_for.values():
+        if key not in shown and key not in summary["limits"]:
             rows.append([key.replace("_", " "), value, "-"])
     output.table(["", "USED", "LIMIT"], rows)
-

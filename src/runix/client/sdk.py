@@ -136,6 +136,12 @@ class DeviceAuthorization(TypedDict):
     interval: int
 
 
+class Checkout(TypedDict):
+    id: str
+    url: str
+    plan: str
+
+
 class RunixAPIError(Exception):
     """An API call that failed: the HTTP status, the API's error code and message, and Retry-After for 429s."""
 
@@ -447,6 +453,13 @@ class RunixClient:
 
     def change_plan(self, plan: str) -> Billing:
         return self.request("PUT", "/billing/plan", json={"plan": plan})
+
+    def set_account_plan(self, account: str, plan: str) -> Billing:
+        """Admins: sets the plan of any account (id or email)."""
+        return self.request("PUT", f"/billing/accounts/{_q(account)}/plan", json={"plan": plan})
+
+    def checkout(self, plan: str) -> Checkout:
+        return self.request("POST", "/billing/checkout", json={"plan": plan})
 
 
 class EventStream:

@@ -18,7 +18,7 @@ from runix.dashboard.web import (
 )
 from runix.errors import RunixError, ValidationFailed
 from runix.plans import PLANS
-from runix.services import auth, billing, device
+from runix.services import auth, billing, device, payments
 
 # Sign-in ------------------------------------------------------------------------------------------------------------
 
@@ -131,7 +131,19 @@ def billing_page(c: Call) -> Response:
         percent = min(100, round(100 * used / limit)) if limit else 0
         meters.append({"key": usage_key, "label": label, "used": used, "limit": limit, "percent": percent,
                        "note": _domains_note(summary.limits) if usage_key == "domains" else None})
-    return c.render("billing.html", title="Billing", summary=summary, meters=meters, plans=list(PLANS.values()))
+    choices = {p.name: _plan_choice(c, summary.plan, p.name) for p in PLANS.values()}
+    return c.render("billing.html", title="Billing", summary=summary, meters=meters, plans=list(PLANS.values()),
+                    choices=choices, paid=c.request.query_params.get("paid") == "1")
+
+
+def _plan_choice(c: Call, current: str, plan: str) -> str:
+    """What the plan's button does: nothing (the current plan), switch at once, pay at checkout, or ask the
+    operator (a move up on a server that takes no payments)."""
+    if plan == current:
+        return "current"
+    if not billing.is_upgrade(current, plan) or c.ctx.settings.is_admin(c.me.email):
+        return "switch"
+    return "checkout" if payments.configured(c.ctx.settings) else "ask"
 
 
 def _domains_note(limits: dict[str, int | None]) -> str:
@@ -147,6 +159,14 @@ def change_plan(c: Call) -> Response:
         raise ValidationFailed(f"Unknown plan '{plan}': choose {', '.join(PLANS)}")
     billing.change_plan(c.ctx, c.db, c.me, plan)
     return redirect(c.request, "/dashboard/billing", f"You are now on the {PLANS[plan].title} plan.")
+
+
+@action("/billing/checkout", api="POST /billing/checkout", fallback="/dashboard/billing")
+def start_checkout(c: Call) -> Response:
+    plan = c.field("plan")
+    if plan not in PLANS:
+        raise ValidationFailed(f"Unknown plan '{plan}': choose {', '.join(PLANS)}")
+    return redirect(c.request, billing.start_checkout(c.ctx, c.me, plan).url)  # the provider's payment page
 
 
 # CLI browser login (device authorization grant) ---------------------------------------------------------------------

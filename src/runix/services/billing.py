@@ -1,35 +1,25 @@
-"""Plans, their limits and what the account uses of them; the request and deploy rate limits."""
+"""Plans, their limits and what the account uses of them; the request and deploy rate limits; changing plan.
+
+A plan goes up only when paid for (a checkout at the payment provider, confirmed by its signed webhook) or when an
+admin (RUNIX_ADMIN_EMAILS) sets it; down, it always may (its subscription ends at the provider)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Protocol
 
+import structlog
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from runix.context import Runix
 from runix.db.models import Account, Domain, Project
-from runix.errors import Forbidden
+from runix.errors import BadRequest, Forbidden, NotFound, PaymentRequired
 from runix.plans import PLANS, get_plan
 from runix.ratelimit import Quota
-from runix.schemas import BillingPublic
-from runix.services import projects
+from runix.schemas import BillingPublic, CheckoutPublic
+from runix.services import payments, projects
 
-
-class PaymentProvider(Protocol):
-    def change_plan(self, account: Account, plan: str) -> None:
-        """Starts or changes the subscription; raises to refuse the change."""
-
-
-class NoPayments:
-    """The default: plans change freely (a self-hosted install with no payment provider configured)."""
-
-    def change_plan(self, account: Account, plan: str) -> None:
-        return None
-
-
-payments: PaymentProvider = NoPayments()
+log = structlog.get_logger("runix.billing")
 
 
 def requests_per_minute(ctx: Runix, account: Account) -> int:
@@ -69,12 +59,83 @@ def summary(ctx: Runix, s: Session, account: Account) -> BillingPublic:
                          plans=[asdict(p) for p in PLANS.values()])
 
 
+def is_upgrade(current: str, wanted: str) -> bool:
+    return get_plan(wanted).price_per_month_usd > get_plan(current).price_per_month_usd
+
+
 def change_plan(ctx: Runix, s: Session, account: Account, plan_name: str) -> BillingPublic:
+    """The account's own change: down (or sideways) at once; up at once only for an admin, else through checkout."""
+    if is_upgrade(account.plan, plan_name) and not ctx.settings.is_admin(account.email):
+        plan = PLANS[plan_name]
+        if payments.configured(ctx.settings):
+            raise PaymentRequired(f"The {plan.title} plan is ${plan.price_per_month_usd}/month: pay for it at "
+                                  f"checkout (POST /billing/checkout, `runix billing --plan {plan_name}` or the "
+                                  "Billing page); it applies once paid")
+        raise PaymentRequired(f"This server takes no payments: ask its operator (an admin) to move your account to "
+                              f"the {plan.title} plan")
+    _check_room(s, account, plan_name)
+    if plan_name == _free_plan() and account.plan != plan_name and payments.configured(ctx.settings):
+        # Ended at the provider first: a move to the free plan that still paid would be worse than one refused.
+        payments.cancel_subscriptions(ctx.settings, account.id)
+    return summary(ctx, s, _set_plan(s, account, plan_name))
+
+
+def set_plan_as_admin(ctx: Runix, s: Session, admin: Account, target: str, plan_name: str) -> BillingPublic:
+    """An admin sets any account's plan (by id or email), without payment."""
+    if not ctx.settings.is_admin(admin.email):
+        raise Forbidden("Only admins (RUNIX_ADMIN_EMAILS) set other accounts' plans")
+    account = s.scalar(select(Account).where((Account.id == target) | (func.lower(Account.email) == target.lower())))
+    if account is None:
+        raise NotFound(f"No account '{target}'")
+    return summary(ctx, s, _set_plan(s, account, plan_name))
+
+
+def start_checkout(ctx: Runix, account: Account, plan_name: str) -> CheckoutPublic:
+    """A checkout session at the payment provider for moving up to `plan_name`."""
+    if not payments.configured(ctx.settings):
+        raise PaymentRequired("This server takes no payments: ask its operator (an admin) to change your plan")
+    if not is_upgrade(account.plan, plan_name):
+        raise BadRequest(f"Checkout is for moving up; you are on {get_plan(account.plan).title} already: "
+                         f"change to {PLANS[plan_name].title} with PUT /billing/plan")
+    base = ctx.settings.api_url
+    checkout = payments.create_checkout(ctx.settings, account_id=account.id, email=account.email,
+                                        plan=PLANS[plan_name], success_url=f"{base}/dashboard/billing?paid=1",
+                                        cancel_url=f"{base}/dashboard/billing")
+    return CheckoutPublic(id=checkout.id, url=checkout.url, plan=plan_name)
+
+
+def handle_webhook(ctx: Runix, s: Session, body: bytes, signature: str | None) -> None:
+    """Applies a signed event of the payment provider: a paid checkout moves its account up; a subscription that
+    ended moves it back to the free plan (unless it has moved to another plan meanwhile)."""
+    event = payments.parse_webhook(ctx.settings, body, signature)
+    meta = event.metadata
+    account = s.get(Account, meta.get("account_id", ""))
+    plan_name = meta.get("plan", "")
+    if account is None or plan_name not in PLANS:
+        log.info("payment event for no account here", event_id=event.id, type=event.type)
+        return
+    if event.type == "checkout.session.completed" and event.object.get("payment_status") in ("paid",
+                                                                                            "no_payment_required"):
+        _set_plan(s, account, plan_name)
+        log.info("plan paid for", account_id=account.id, plan=plan_name, event_id=event.id)
+    elif event.type == "customer.subscription.deleted" and account.plan == plan_name:
+        _set_plan(s, account, _free_plan())
+        log.info("subscription ended", account_id=account.id, plan=plan_name, event_id=event.id)
+
+
+def _free_plan() -> str:
+    return min(PLANS.values(), key=lambda p: p.price_per_month_usd).name
+
+
+def _check_room(s: Session, account: Account, plan_name: str) -> None:
     new = PLANS[plan_name]
     if new.projects is not None and projects.count(s, account) > new.projects:
         raise Forbidden(f"The {new.title} plan allows {new.projects} projects; delete some before switching")
-    payments.change_plan(account, plan_name)
-    s.add(account)  # the API's account is detached (see auth.authenticate_fast); this saves the change
+
+
+def _set_plan(s: Session, account: Account, plan_name: str) -> Account:
+    _check_room(s, account, plan_name)
+    account = s.merge(account)  # the API's account is detached (see auth.authenticate_fast)
     account.plan = plan_name
     s.commit()
-    return summary(ctx, s, account)
+    return account
