@@ -85,6 +85,16 @@ def fill_tmp():
     return {"written": written, "error": None}
 
 
+def user_namespace():
+    """Tries to make a user namespace of its own, as kernel exploits begin: with unshare(2), and with the tool."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    code = libc.unshare(0x10000000)  # CLONE_NEWUSER
+    tool = subprocess.run(["unshare", "--user", "--map-root-user", "id", "-u"], capture_output=True, text=True)
+    return {"unshare": code, "errno": ctypes.get_errno(), "tool": tool.returncode, "tool_output": tool.stdout}
+
+
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         url = urllib.parse.urlparse(self.path)
@@ -104,6 +114,8 @@ class Handler(BaseHTTPRequestHandler):
             body = {"started": fork(int(query["n"]))}
         elif url.path == "/fill-tmp":
             body = fill_tmp()
+        elif url.path == "/userns":
+            body = user_namespace()
         elif url.path == "/eat-memory":
             hog = bytearray(int(query["mb"]) << 20)  # touched: bytearray zero-fills it
             body = {"survived": len(hog)}

@@ -166,6 +166,18 @@ def test_a_client_cannot_spoof_its_address_to_the_app(router: Router, hostile_ap
     assert seen["x-forwarded-proto"] == ["http"] and seen["x-forwarded-host"] == [hostile_app], seen
 
 
+def test_no_user_namespace_can_be_made_in_an_app_or_a_build(server: RunixServer, router: Router,
+                                                            hostile_app: str) -> None:
+    tried = probe(router, hostile_app, "/userns")
+    assert tried["unshare"] == -1 and tried["errno"] == 1, tried  # EPERM, from the seccomp filter
+    assert tried["tool"] != 0 and tried["tool_output"] != "0\n", tried
+    builder = server.sign_in()  # an account of its own: the attacker's deploys this hour are spent
+    new_project(builder, "userns-build", build_command="unshare --user --map-root-user id -u")
+    settled = wait_settled(builder, upload(builder, "userns-build", hostile()).json()["id"])
+    assert settled["status"] == "ERROR" and "Operation not permitted" in events_text(builder, settled["id"])
+    assert probe(router, hostile_app, "/") == {"app": "hostile"}
+
+
 def test_a_build_over_its_memory_limit_ends_in_error_with_the_reason(attacker: Account) -> None:
     new_project(attacker, "greedy-build", build_command="python3 -c 'bytearray(3000 << 20)'")
     r = upload(attacker, "greedy-build", hostile())

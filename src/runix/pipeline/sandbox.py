@@ -14,7 +14,7 @@ import resource
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from runix.pipeline import processes
+from runix.pipeline import processes, seccomp
 from runix.pipeline.cells import Cell
 
 BWRAP = "bwrap"
@@ -137,6 +137,7 @@ def sandboxed(
     enabled: bool = True,
     uid: int | None = None,
     tmp_mb: int | None = None,
+    seccomp_fd: int | None = None,
 ) -> list[str]:
     """The command line that runs `argv` in a bubblewrap sandbox (or `argv` itself when `enabled` is False).
 
@@ -144,7 +145,8 @@ def sandboxed(
     virtualenv's scripts) work; a folder listed in `writable` is bound writable (it may be `root` itself, for a
     build), one in `readonly` read-only, each at its own path. With `network=False` the sandbox has no network;
     otherwise it has the network namespace it was started in (its cell's). With `uid`, the command runs as that
-    uid (and gid) with no capabilities and no way to gain any (no_new_privs); /tmp is a tmpfs of `tmp_mb`.
+    uid (and gid) with no capabilities and no way to gain any (no_new_privs); /tmp is a tmpfs of `tmp_mb`. With
+    `seccomp_fd` (see `seccomp.pipe_fd`), the command and all it starts run under that filter.
     """
     if not enabled:
         return list(argv)
@@ -169,6 +171,8 @@ def sandboxed(
     args += _parent_dirs(binds[2::3]) + binds
     # The sandbox's own root (where bwrap made the folders leading to the binds) is read-only too.
     args += ["--remount-ro", "/", "--clearenv"]
+    if seccomp_fd is not None:
+        args += ["--seccomp", str(seccomp_fd)]
     for key, value in env.items():
         args += ["--setenv", key, value]
     args += ["--chdir", str(Path(cwd).resolve()), "--"]
@@ -198,9 +202,10 @@ async def spawn(
     a process group of its own that dies with the server; stdout and stderr piped with `output`, at the lowest CPU
     priority with `nice`. bwrap itself gets only BWRAP_ENV; the command gets exactly `env`."""
     limits = cell.limits if cell is not None else None
+    filter_fd = seccomp.pipe_fd() if enabled else None
     command = sandboxed(argv, root=root, writable=writable, readonly=readonly, env=env, cwd=cwd, network=network,
                         enabled=enabled, uid=(uid if uid is not None else cell.uid) if cell is not None else None,
-                        tmp_mb=limits.tmp_mb if limits else None)
+                        tmp_mb=limits.tmp_mb if limits else None, seccomp_fd=filter_fd)
     nproc = limits.max_processes if limits else None
     open_files = limits.max_open_files if limits else max_open_files
 
@@ -218,9 +223,14 @@ async def spawn(
             os.nice(19)
 
     piped = asyncio.subprocess.PIPE if output else asyncio.subprocess.DEVNULL
-    return processes.track(await asyncio.create_subprocess_exec(
-        *command, stdin=asyncio.subprocess.DEVNULL, stdout=piped, stderr=piped, start_new_session=True,
-        preexec_fn=prepare_child, env=BWRAP_ENV if enabled else env, cwd=cwd))
+    try:
+        return processes.track(await asyncio.create_subprocess_exec(
+            *command, stdin=asyncio.subprocess.DEVNULL, stdout=piped, stderr=piped, start_new_session=True,
+            preexec_fn=prepare_child, env=BWRAP_ENV if enabled else env, cwd=cwd,
+            pass_fds=() if filter_fd is None else (filter_fd,)))
+    finally:
+        if filter_fd is not None:
+            os.close(filter_fd)
 
 
 async def read_lines(stream: asyncio.StreamReader, emit: Callable[[str], None], max_line: int = 8192) -> None:
