@@ -277,6 +277,27 @@ def test_forwarded_headers_are_set_by_the_router_and_cannot_be_forged(harness: H
     assert "x-hop" not in seen  # named in Connection: hop-by-hop
 
 
+def test_only_trusted_proxies_may_set_forwarded_headers(harness: Harness,
+                                                        make_router: Callable[..., EmbeddedRouter]) -> None:
+    """RUNIX_TRUSTED_PROXIES: a proxy in front of the router (here: this machine's loopback) keeps the client
+    address it sent; X-Real-IP and Forwarded are the router's to drop even from it. Any other peer is overwritten."""
+    sent = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "shop.example",
+            "X-Real-IP": "6.6.6.6", "Forwarded": "for=6.6.6.6"}
+    for proxies, kept in ((["127.0.0.0/8"], True), (["10.0.0.0/8", "::1"], False)):
+        router = make_router(trusted_proxies=proxies)
+        harness.call(router.set_routes, {HOST: "dpl_blue"})
+        harness.call(router.set_upstream, "dpl_blue", upstream_of(harness, "blue"))
+        with client_for(router) as client:
+            seen = client.get("/", headers=sent).json()["headers"]
+        if kept:
+            assert (seen["x-forwarded-for"], seen["x-forwarded-proto"], seen["x-forwarded-host"]) == (
+                "203.0.113.7", "https", "shop.example")
+            assert "x-real-ip" not in seen and "forwarded" not in seen
+        else:
+            assert (seen["x-forwarded-for"], seen["x-real-ip"], seen["x-forwarded-host"]) == (
+                "127.0.0.1", "127.0.0.1", HOST)
+
+
 def test_streams_uploads_and_downloads_of_several_megabytes(harness: Harness, router: EmbeddedRouter) -> None:
     data = payload(4 * 1024 * 1024)
 

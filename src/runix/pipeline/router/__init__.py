@@ -10,7 +10,7 @@ app answers), and waits for `drained()` before stopping an old deployment.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -62,13 +62,14 @@ def make_router(
     wake_timeout: float = 60.0,
     state_dir: Path | None = None,
     https_port: int | None = None,
+    trusted_proxies: Sequence[str] = (),
 ) -> Router:
     """The router the `router` setting names: "embedded" (default) or "caddy" (its files go to `state_dir`; with
     `https_port` it also serves HTTPS with certificates it obtains itself)."""
     if kind == "embedded":
         from runix.pipeline.router.embedded import EmbeddedRouter
 
-        return EmbeddedRouter(host, port, waker=waker, wake_timeout=wake_timeout)
+        return EmbeddedRouter(host, port, waker=waker, wake_timeout=wake_timeout, trusted_proxies=trusted_proxies)
     if kind == "caddy":
         from runix.pipeline.router.caddy import CaddyRouter
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import re
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from time import monotonic
 
 from runix.pipeline.router import Router, Upstream, Waker, pages
@@ -129,6 +130,11 @@ def _host_name(raw: bytes) -> str:
     return host.partition(":")[0].rstrip(".")
 
 
+def _fields_regex(names: frozenset[bytes] | set[bytes]) -> re.Pattern[bytes]:
+    """Picks the request header fields named `names` out of a whole head, with their values."""
+    return re.compile(rb"\r\n(" + b"|".join(sorted(names)) + rb"):([^\r]*)", re.IGNORECASE)
+
+
 def _tokens(value: bytes) -> list[bytes]:
     return [token.strip().lower() for token in value.split(b",")]
 
@@ -155,6 +161,8 @@ class _Client(asyncio.Protocol):
         "out",
         "replayable",
         "forwarded",
+        "fields",
+        "drop",
         "write_paused",
         "idle_since",
     )
@@ -178,15 +186,19 @@ class _Client(asyncio.Protocol):
         self.out = b""  # the request as first sent upstream; sent again if a pooled connection turns out dead
         self.replayable = False  # ... which is safe for idempotent methods only
         self.forwarded = b""
+        self.fields = router._request_fields  # which client headers count: set per peer in connection_made
+        self.drop = router._request_drop
         self.write_paused = False
         self.idle_since = monotonic()
 
     # -- asyncio callbacks -------------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        if not self.router.trust_forwarded:
-            peer = transport.get_extra_info("peername")
-            address = peer[0] if isinstance(peer, tuple) else "unknown"
+        peer = transport.get_extra_info("peername")
+        address = peer[0] if isinstance(peer, tuple) else "unknown"
+        if self.router.trusts(address):  # a proxy of the operator's: its X-Forwarded-For/Proto/Host are kept
+            self.fields, self.drop = self.router._trusted_fields, self.router._trusted_drop
+        else:
             node = f'"[{address}]"' if ":" in address else address  # RFC 7239 quotes IPv6 nodes
             self.forwarded = (
                 b"\r\nX-Forwarded-For: " + address.encode() + b"\r\nX-Real-IP: " + address.encode()
@@ -265,7 +277,7 @@ class _Client(asyncio.Protocol):
         connection: list[bytes] = []
         upgrade = None
         rewrite = False
-        for field in self.router._request_fields.finditer(buf, 0, end):
+        for field in self.fields.finditer(buf, 0, end):
             name = field.group(1).lower()
             value = field.group(2).strip(b" \t")
             if name == b"host":
@@ -311,7 +323,7 @@ class _Client(asyncio.Protocol):
             return
 
         if rewrite:
-            dropped = self.router._request_drop.union(connection)
+            dropped = self.drop.union(connection)
             kept = [request_line]
             kept += [line for line in buf[:end].split(b"\r\n")[1:] if line.partition(b":")[0].lower() not in dropped]
             head = b"\r\n".join(kept)
@@ -782,6 +794,7 @@ class EmbeddedRouter:
         upstream_idle_timeout: float = 1.0,
         max_idle_per_upstream: int = 256,
         trust_forwarded: bool = False,
+        trusted_proxies: Sequence[str] = (),
     ) -> None:
         self.host = host
         self.port = port
@@ -794,12 +807,16 @@ class EmbeddedRouter:
         # up sooner, so a request rarely meets a connection the app is closing (and only idempotent ones are resent).
         self.upstream_idle_timeout = upstream_idle_timeout
         self.max_idle_per_upstream = max_idle_per_upstream
-        # Behind another proxy of Runix's own (Caddy), keep the X-Forwarded-* it set instead of writing ours.
+        # Behind another proxy of Runix's own (Caddy: `trust_forwarded`) or of the operator's (`trusted_proxies`,
+        # addresses or networks), keep the X-Forwarded-* it set instead of writing ours; X-Real-IP and Forwarded
+        # are dropped either way (proxies pass a client's own on unchanged).
         self.trust_forwarded = trust_forwarded
+        self._trusted_networks = [ipaddress.ip_network(p.strip(), strict=False) for p in trusted_proxies if p.strip()]
         forwarded = {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
-        special = _REQUEST_SPECIAL - forwarded if trust_forwarded else _REQUEST_SPECIAL
-        self._request_fields = re.compile(rb"\r\n(" + b"|".join(sorted(special)) + rb"):([^\r]*)", re.IGNORECASE)
-        self._request_drop = _REQUEST_DROP - forwarded if trust_forwarded else _REQUEST_DROP
+        self._request_fields = _fields_regex(_REQUEST_SPECIAL)
+        self._request_drop = _REQUEST_DROP
+        self._trusted_fields = _fields_regex(_REQUEST_SPECIAL - forwarded)
+        self._trusted_drop = _REQUEST_DROP - forwarded
         self._waker = waker
         self._routes: dict[str, str] = {}
         self._host_cache: dict[bytes, str | None] = {}
@@ -843,6 +860,18 @@ class EmbeddedRouter:
     def set_routes(self, routes: Mapping[str, str]) -> None:
         table = {host.lower(): deployment for host, deployment in routes.items()}
         self._routes, self._host_cache = table, {}
+
+    def trusts(self, address: str) -> bool:
+        """Whether a peer is a proxy whose X-Forwarded-* headers the router keeps."""
+        if self.trust_forwarded:
+            return True
+        if not self._trusted_networks:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._trusted_networks)
 
     def set_upstream(self, deployment_id: str, upstream: Upstream | None) -> None:
         previous = self._upstreams.pop(deployment_id, None)
