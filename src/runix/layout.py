@@ -83,6 +83,17 @@ class Layout:
         """Shared download caches (uv, npm) so a second install of the same dependencies is fast."""
         return self.root / "cache"
 
+    def account_caches(self, account_id: str) -> list[Path]:
+        """Every build cache of one account: cache/<tool>/<account id>/<project id>."""
+        return sorted(p for p in self.cache.glob(f"*/{account_id}/*") if p.is_dir() and not p.is_symlink())
+
+    def project_caches(self, account_id: str, project_id: str) -> list[Path]:
+        return [p for p in self.account_caches(account_id) if p.name == project_id]
+
+    def cache_usage(self, account_id: str) -> Path:
+        """What the account's build caches took after its last build (bytes), where no build writes."""
+        return self.cache / ".usage" / account_id
+
     @property
     def logs(self) -> Path:
         return self.root / "logs"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,6 +17,8 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the API and dashboard listen on.")
     port: int = Field(8000, description="Port of the API and dashboard.")
     router_port: int = Field(8080, description="Port of the built-in router that serves the apps.")
+    trusted_proxies: str = Field("", description="Comma-separated addresses or networks of proxies in front of the "
+                                                 "router whose X-Forwarded-For/Proto/Host it keeps (none by default).")
     public_url: str | None = Field(None, description="URL users reach the API at (default: http://host:port).")
 
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in the data dir.")
@@ -26,6 +29,10 @@ class Settings(BaseSettings):
     dns_resolver: str | None = Field(None, description="host[:port] of the DNS server used to verify domains.")
 
     rate_limit_per_minute: int | None = Field(None, description="Overrides every plan's requests/minute.")
+    disk_quota_mb: int | None = Field(None, ge=1, description="Sources and releases per account, in MB, for every "
+                                                          "plan (default: the plan's).")
+    build_cache_quota_mb: int | None = Field(None, ge=1, description="Build caches per account, in MB, for every "
+                                                                 "plan (default: the plan's).")
     max_body_bytes: int = Field(1_048_576, description="Largest JSON request body accepted.")
 
     # Deploy pipeline
@@ -62,6 +69,16 @@ class Settings(BaseSettings):
     payments_webhook_secret: str | None = Field(None, description="Signs the provider's webhooks to "
                                                                   "POST /billing/webhook.")
     payments_currency: str = "usd"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: str) -> str:
+        for item in filter(None, (v.strip() for v in value.split(","))):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/8)") from None
+        return value
 
     def is_admin(self, email: str) -> bool:
         return email.strip().lower() in {e.strip().lower() for e in self.admin_emails.split(",") if e.strip()}

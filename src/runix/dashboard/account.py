@@ -118,6 +118,8 @@ METERS = [  # (usage key, limit key, label)
     ("deploys_this_hour", "deploys_per_hour", "Deployments this hour"),
     ("requests_this_minute", "requests_per_minute", "API requests this minute"),
     ("domains", None, "Custom domains"),
+    ("disk_mb", "disk_mb", "Disk for sources and releases (MB)"),
+    ("build_cache_mb", "build_cache_mb", "Build caches (MB)"),
 ]
 
 

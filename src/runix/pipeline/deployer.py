@@ -26,14 +26,17 @@ from runix.context import Runix
 from runix.db.models import Account, Deployment, Domain, Project, utcnow
 from runix.errors import Conflict, NotFound
 from runix.pipeline import release as releases
-from runix.pipeline.build import BuildFailed, ProjectBuildSettings, Release, ReleaseDamaged
+from runix.pipeline.build import BuildFailed, BuildInterrupted, ProjectBuildSettings, Release, ReleaseDamaged
 from runix.pipeline.cells import CellLimits, CellPool
+from runix.pipeline.disk import MB, DiskQuota
 from runix.pipeline.events import EventStore, LineBudget, make_hub
 from runix.pipeline.router import Router, Upstream, make_router
 from runix.pipeline.runtime import Address, AppFailed, AppSpec, Runtime, make_runtime
 from runix.pipeline.worker import BuildJob, BuildQueue
 from runix.plans import get_plan
+from runix.services import billing
 from runix.services import deployments as deployment_service
+from runix.settings import Settings
 
 log = structlog.get_logger("runix.deployer")
 
@@ -53,6 +56,7 @@ class _Job:
     env: dict[str, str]
     host_label: str
     plan: str
+    disk: DiskQuota
 
 
 def app_limits(plan_name: str) -> CellLimits:
@@ -69,6 +73,19 @@ def build_limits(plan_name: str) -> CellLimits:
                       cpu_weight=plan.app_cpu_weight, tmp_mb=min(1024, plan.build_memory_mb // 4))
 
 
+STOP_SIGNAL_GRACE_SECONDS = 15.0  # the API's graceful shutdown (10 s) and a margin
+SWEEP_SECONDS = 600.0  # how often unused sources and caches are looked for
+SOURCE_GRACE_SECONDS = 600.0
+
+
+def disk_quota(settings: Settings, s: Any, account_id: str, plan_name: str) -> DiskQuota:
+    """What a build of this account may still put on disk: the rest of its quota for sources and releases, and its
+    build-cache quota."""
+    disk_mb, cache_mb = billing.disk_quotas_mb(settings, plan_name)
+    room = disk_mb * MB - billing.disk_used(s, account_id)
+    return DiskQuota(release_bytes=max(0, room), cache_bytes=cache_mb * MB)
+
+
 class Deployer:
     def __init__(self, ctx: Runix, *, router: Router | None = None, runtime: Runtime | None = None,
                  events: EventStore | None = None):
@@ -81,7 +98,7 @@ class Deployer:
         self.router: Router = router or make_router(
             settings.router, settings.host, settings.router_port, waker=self.wake,
             wake_timeout=settings.health_timeout, state_dir=ctx.layout.root / "caddy",
-            https_port=settings.router_https_port)
+            https_port=settings.router_https_port, trusted_proxies=settings.trusted_proxies.split(","))
         # One pool of cells (uid, cgroup, network namespace) for this process's builds and apps.
         self.cells: CellPool | None = ctx.cells
         self.runtime: Runtime = runtime or make_runtime(
@@ -100,6 +117,7 @@ class Deployer:
         self._tasks: list[asyncio.Task] = []
         self._spawned: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
         self._stopping = False
+        self._stop_begun = asyncio.Event()
 
     # Starting and stopping with the server
     async def start(self) -> None:
@@ -119,6 +137,7 @@ class Deployer:
     async def stop(self) -> None:
         """Builds in progress go back to QUEUED (they run again on the next start); apps stop, and come back then."""
         self._stopping = True
+        self._stop_begun.set()
         with contextlib.suppress(ValueError):
             self.ctx.route_listeners.remove(self.routes_changed)
         for task in self._tasks:
@@ -129,6 +148,14 @@ class Deployer:
         await self._stop_part("router", self.router.stop(), 5)
         await self._stop_part("apps", self.runtime.stop_all(), 10)
         await self._stop_part("event store", self.events.stop(), 5)
+
+    async def _stop_follows(self) -> bool:
+        """Whether the server stops within its graceful-shutdown time: after a signal to its process group, the
+        stop itself begins only once the API's connections are closed."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_SIGNAL_GRACE_SECONDS):
+                await self._stop_begun.wait()
+        return self._stopping
 
     @staticmethod
     async def _stop_part(name: str, stopping: Awaitable[Any], timeout: float) -> None:
@@ -184,14 +211,18 @@ class Deployer:
         self._call(self._retire(deployment_id, remove=True), wait=True)
 
     def stop_project(self, project_id: str) -> None:
+        """A project being deleted: its builds stop, its apps and releases go, and so do its build caches."""
         with self.ctx.db.sessions() as s:
             ids = s.scalars(select(Deployment.id).where(Deployment.project_id == project_id)).all()
+            account_id = s.scalar(select(Project.account_id).where(Project.id == project_id))
         self._forgotten.update(ids)
         for deployment_id in ids:
             self.queue.cancel(deployment_id)
 
         async def retire_all() -> None:
             await asyncio.gather(*(self._retire(d, remove=True) for d in ids), return_exceptions=True)
+            if account_id is not None:
+                await asyncio.to_thread(releases.remove_caches, self.ctx.layout, account_id, project_id)
 
         self._call(retire_all(), wait=True)
 
@@ -249,17 +280,26 @@ class Deployer:
             release = await releases.build_release(
                 self.ctx.layout, self.settings, deployment_id, job.archive, job.settings, job.env,
                 lambda stream, line: self.events.emit(deployment_id, "build", line, stream),
-                cache_scope=job.account_id,  # one account's builds never read what another's wrote to a cache
-                cells=self.cells, limits=build_limits(job.plan))
+                # One account's builds never read what another's wrote to a cache; each project has its own.
+                cache_scope=f"{job.account_id}/{job.project_id}",
+                cells=self.cells, limits=build_limits(job.plan), disk=job.disk)
             if not await self._move(deployment_id, ("BUILDING",), "DEPLOYING", build_finished_at=utcnow(),
-                                    build_kind=release.kind, start_command=release.start_command):
+                                    build_kind=release.kind, start_command=release.start_command,
+                                    meta={"release_bytes": release.size_bytes}):
                 await self._discard(deployment_id)
                 return
             self._system(deployment_id, f"Build finished in {time.monotonic() - started:.1f}s; starting the app")
             await self._run(self._spec(release, job.env, job.plan))
             await self._go_live(job)
         except BuildFailed as exc:
-            if self._stopping:  # its processes were ended by the stop itself: it builds again on the next start
+            stopped = self._stopping
+            if not stopped and isinstance(exc, BuildInterrupted):
+                try:
+                    stopped = await self._stop_follows()
+                except asyncio.CancelledError:  # the stop came, and cancels its builds
+                    await self._interrupted(deployment_id)
+                    raise
+            if stopped:  # its processes were ended by the stop itself: it builds again on the next start
                 await self._interrupted(deployment_id)
                 return
             await self._fail(deployment_id, ("BUILDING",), exc.message)
@@ -361,12 +401,34 @@ class Deployer:
 
     async def _idle_loop(self) -> None:
         interval = max(0.5, min(self.settings.idle_timeout / 4, 30.0))
+        swept = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.sleep_idle()
+                if time.monotonic() - swept >= SWEEP_SECONDS:
+                    swept = time.monotonic()
+                    await asyncio.to_thread(self.sweep_disk)
             except Exception:
                 log.exception("idle check failed")
+
+    def sweep_disk(self, min_age: float = SOURCE_GRACE_SECONDS) -> None:
+        """Deletes what no deployment or project needs any more: source archives of deleted deployments (once
+        `min_age` old, so one just stored for a deployment being created is spared), and build caches of deleted
+        projects (deleted through another server process, or while this one was down)."""
+        layout = self.ctx.layout
+        with self.ctx.db.sessions() as s:
+            used = set(s.scalars(select(Deployment.source_sha256).distinct()).all())
+            projects = set(s.scalars(select(Project.id)).all())
+        now = time.time()
+        for archive in layout.sources.glob("*/*.tar.gz"):
+            with contextlib.suppress(OSError):
+                if archive.name.removesuffix(".tar.gz") not in used and now - archive.stat().st_mtime >= min_age:
+                    archive.unlink()
+        for folder in layout.cache.glob("*/*/*"):
+            if folder.is_dir() and not folder.is_symlink() and folder.name.startswith("prj_") \
+                    and folder.name not in projects:
+                releases.remove_caches(layout, folder.parent.name, folder.name)
 
     async def sleep_idle(self) -> None:
         """Stops every app that is neither warm nor building and has had no request for `idle_timeout`."""
@@ -435,10 +497,12 @@ class Deployer:
                 return None
             project = s.get(Project, deployment.project_id)
             assert project is not None
+            plan = self._plan_of(s, deployment)
             return _Job(deployment_id, project.id, deployment.account_id, deployment.target,
                         self.ctx.layout.source_archive(deployment.source_sha256),
                         ProjectBuildSettings.from_project(project), deployment_service.env_of(self.ctx, deployment),
-                        deployment_service.host_label(project.slug, deployment.id), self._plan_of(s, deployment))
+                        deployment_service.host_label(project.slug, deployment.id), plan,
+                        disk_quota(self.settings, s, deployment.account_id, plan))
 
     def _spec_for_ready(self, deployment_id: str) -> AppSpec | None:
         with self.ctx.db.sessions() as s:

@@ -20,6 +20,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import stat
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -28,8 +29,18 @@ from pathlib import Path, PurePosixPath
 
 from runix.layout import Layout
 from runix.pipeline import processes, sandbox
-from runix.pipeline.build import BuildFailed, BuildPlan, ProjectBuildSettings, Release, ReleaseDamaged, detect, static
+from runix.pipeline.build import (
+    BuildFailed,
+    BuildInterrupted,
+    BuildPlan,
+    ProjectBuildSettings,
+    Release,
+    ReleaseDamaged,
+    detect,
+    static,
+)
 from runix.pipeline.cells import Cell, CellLimits, CellPool, IsolationUnavailable
+from runix.pipeline.disk import MB, DiskQuota, evict_least_recently_used, touch, tree_bytes
 from runix.pipeline.sandbox import network_env, read_lines
 from runix.pipeline.source import SourceLimits, SourceRejected, extract
 from runix.settings import Settings
@@ -37,7 +48,11 @@ from runix.settings import Settings
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 # A build's cell when the caller names no plan (tests, tools): the Hobby plan's build limits.
 BUILD_LIMITS = CellLimits(memory_mb=2048, max_processes=256, tmp_mb=512)
-CACHE_SCOPE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# A cache scope is an account id, or "<account id>/<project id>" for a project's own caches within its account's.
+CACHE_SCOPE = re.compile(r"[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64})?")
+DISK_POLL_SECONDS = 2.0
+# Signals Runix never sends a build (it ends builds with SIGKILL): one of these came from outside.
+_OUTSIDE_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 # How long a killed build's output may take to drain before Runix stops waiting for it.
 DRAIN_SECONDS = 2.0
 
@@ -89,6 +104,7 @@ class _Build:
     timeout: float
     log: LogFn
     cell: Cell | None = None
+    stopped_for: str | None = None  # set when Runix itself ended the build (over its disk quota)
 
     async def run(self, step: _Step) -> None:
         for part in (step.setup, step):
@@ -116,7 +132,13 @@ class _Build:
             raise
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(pumps, DRAIN_SECONDS)
-        if code != 0:
+        if code != 0 or self.stopped_for:
+            if self.stopped_for:
+                raise BuildFailed(f"{step.title} was stopped: {self.stopped_for}. Delete deployments you no longer "
+                                  "need (`runix deployments rm`), or move up a plan")
+            if -code in _OUTSIDE_SIGNALS:
+                raise BuildInterrupted(f"{step.title} was ended by {signal.Signals(-code).name}, which Runix did not "
+                                       "send: deploy again")
             if self.cell is not None and self.cell.group.was_oom_killed():
                 raise BuildFailed(f"{step.title} failed: {self.cell.limits.describe_memory()} for builds on "
                                   "your plan (the kernel stopped a process of the build)")
@@ -258,19 +280,64 @@ def own_tree(folder: Path, uid: int) -> None:
             os.lchown(os.path.join(dirpath, name), uid, uid)
 
 
-def make_read_only(folder: Path) -> None:
+def make_read_only(folder: Path) -> int:
     """Root's, readable by every app uid and writable by none; set-id bits stripped. Called once no process of the
-    build is left, so nothing can swap a folder for a link while this walks (and links are never followed)."""
+    build is left, so nothing can swap a folder for a link while this walks (and links are never followed). Returns
+    what the folder takes on disk, measured on the same walk."""
+    total = os.lstat(folder).st_blocks * 512
     for dirpath, dirnames, filenames in os.walk(folder):
         for name in [*dirnames, *filenames]:
             path = os.path.join(dirpath, name)
-            mode = os.lstat(path).st_mode
+            info = os.lstat(path)
+            total += info.st_blocks * 512
             os.lchown(path, 0, 0)
-            if not stat.S_ISLNK(mode):
-                readable = 0o555 if stat.S_ISDIR(mode) or mode & 0o111 else 0o444
-                os.chmod(path, (stat.S_IMODE(mode) | readable) & 0o555)
+            if not stat.S_ISLNK(info.st_mode):
+                readable = 0o555 if stat.S_ISDIR(info.st_mode) or info.st_mode & 0o111 else 0o444
+                os.chmod(path, (stat.S_IMODE(info.st_mode) | readable) & 0o555)
     os.lchown(folder, 0, 0)
     os.chmod(folder, 0o555)
+    return total
+
+
+@contextlib.asynccontextmanager
+async def _disk_watched(build: _Build, folders: list[Path], disk: DiskQuota | None) -> AsyncIterator[None]:
+    """Measures what the build has written every few seconds; past its quota, every process of the build is
+    killed, and the step that was running fails saying why (so a build cannot fill the host's disk)."""
+    if disk is None:
+        yield
+        return
+    limit = disk.release_bytes + disk.cache_bytes
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(DISK_POLL_SECONDS)
+            used = sum([await asyncio.to_thread(tree_bytes, f) for f in folders])
+            if used > limit:
+                build.stopped_for = (f"the build wrote {used // MB} MB, more than the {disk.describe()} plus "
+                                     f"{disk.cache_bytes // MB} MB of build caches")
+                if build.cell is not None:
+                    await asyncio.to_thread(build.cell.kill_all)
+                return
+
+    watcher = asyncio.create_task(watch(), name="runix-build-disk")
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+def _keep_caches_within(layout: Layout, scope: str, used: list[Path], quota_bytes: int) -> None:
+    """After a build: its caches are the most recently used, and the account's least recently used caches go
+    until the rest fit its plan's quota. What is left is noted for GET /billing."""
+    for folder in used:
+        touch(folder)
+    account = scope.split("/")[0]
+    kept = evict_least_recently_used(layout.account_caches(account), quota_bytes)
+    record = layout.cache_usage(account)
+    record.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    record.write_text(str(kept))
 
 
 def remove_release(layout: Layout, deployment_id: str) -> None:
@@ -294,12 +361,13 @@ def load_release(layout: Layout, deployment_id: str) -> Release:
 async def build_release(layout: Layout, settings: Settings, deployment_id: str, archive: Path,
                         project_settings: ProjectBuildSettings, env: dict[str, str], log: LogFn, *,
                         cache_scope: str | None = None, cells: CellPool | None = None,
-                        limits: CellLimits | None = None) -> Release:
+                        limits: CellLimits | None = None, disk: DiskQuota | None = None) -> Release:
     """Builds the release of one deployment; raises BuildFailed (and leaves nothing behind) when it cannot.
 
     Builds write to their download caches, so a build could plant files there for the next one: `cache_scope` (e.g.
     the account id) gives each scope caches of its own, so one account's builds never read what another's wrote.
-    With `cells`, the build runs in a cell of its own with `limits`.
+    With `cells`, the build runs in a cell of its own with `limits`. With `disk`, a build whose release and caches
+    grow past it is stopped and fails, and afterwards the scope's account keeps its caches within its quota.
     """
     with contextlib.suppress(ReleaseDamaged):
         return load_release(layout, deployment_id)
@@ -312,7 +380,7 @@ async def build_release(layout: Layout, settings: Settings, deployment_id: str, 
             except IsolationUnavailable as exc:
                 raise BuildFailed(f"Runix could not start the build: {exc}") from exc
         return await _build_release(layout, settings, deployment_id, archive, project_settings, env, log,
-                                    cache_scope, cell)
+                                    cache_scope, cell, disk)
     except BaseException:
         if cell is not None:
             await asyncio.to_thread(cell.kill_all)
@@ -321,6 +389,23 @@ async def build_release(layout: Layout, settings: Settings, deployment_id: str, 
     finally:
         if cell is not None:
             await asyncio.to_thread(cell.release)
+
+
+def remove_caches(layout: Layout, account_id: str, project_id: str) -> None:
+    """Deletes a project's build caches (the project is gone), once no build of its account holds them."""
+    layout.cache.mkdir(parents=True, exist_ok=True)
+    fd = os.open(_cache_lock(layout, account_id), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        for folder in layout.project_caches(account_id, project_id):
+            shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        os.close(fd)
+
+
+def _cache_lock(layout: Layout, scope: str) -> Path:
+    account = scope.split("/")[0]  # the account's projects share one quota, so their builds take turns
+    return layout.cache / f".{account}.lock"
 
 
 @contextlib.asynccontextmanager
@@ -332,7 +417,7 @@ async def _caches_held(layout: Layout, scope: str | None) -> AsyncIterator[None]
         yield
         return
     layout.cache.mkdir(parents=True, exist_ok=True)
-    fd = os.open(layout.cache / f".{scope}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(_cache_lock(layout, scope), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         while True:
             try:
@@ -347,7 +432,7 @@ async def _caches_held(layout: Layout, scope: str | None) -> AsyncIterator[None]
 
 async def _build_release(layout: Layout, settings: Settings, deployment_id: str, archive: Path,
                          project_settings: ProjectBuildSettings, env: dict[str, str], log: LogFn,
-                         cache_scope: str | None, cell: Cell | None) -> Release:
+                         cache_scope: str | None, cell: Cell | None, disk: DiskQuota | None) -> Release:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.build_timeout
     release_dir = layout.release_dir(deployment_id)
@@ -367,19 +452,27 @@ async def _build_release(layout: Layout, settings: Settings, deployment_id: str,
     build = _Build(release_dir=release_dir, app_dir=app_dir, env=_build_env(toolchain, env),
                    writable=[release_dir, *toolchain.writable], readonly=toolchain.readonly, sandbox=settings.sandbox,
                    deadline=deadline, timeout=settings.build_timeout, log=log, cell=cell)
-    async with _caches_held(layout, cache_scope if cell is not None and toolchain.writable else None):
+    held = cache_scope if cell is not None and toolchain.writable else None  # caches taken: no other build uses them
+    async with _caches_held(layout, held):
         if cell is not None:  # the build's own, while it runs: its uid writes them, nothing of root's
             for folder in [release_dir, *toolchain.writable]:
                 await asyncio.to_thread(own_tree, folder, cell.uid)
-        for step in _steps(plan, release_dir, project_settings):
-            await build.run(step)
+        async with _disk_watched(build, [release_dir, *toolchain.writable], disk):
+            for step in _steps(plan, release_dir, project_settings):
+                await build.run(step)
         if cell is not None and not await asyncio.to_thread(cell.kill_all):
             raise BuildFailed("Processes the build started could not be stopped")
+        if disk is not None and held is not None:
+            await asyncio.to_thread(_keep_caches_within, layout, held, toolchain.writable, disk.cache_bytes)
     # Python apps print as they go, so their log lines reach the events live.
     release_env = {"PYTHONUNBUFFERED": "1", **toolchain.release_env}
+    size_bytes = await asyncio.to_thread(make_read_only, release_dir)
+    if disk is not None and size_bytes > disk.release_bytes:
+        raise BuildFailed(f"The release takes {size_bytes // MB} MB, more than the {disk.describe()}: delete "
+                          "deployments you no longer need (`runix deployments rm`), or move up a plan")
     release = Release(deployment_id=deployment_id, path=release_dir, app_dir=app_dir, kind=plan.kind,
-                      start_command=plan.start_command, env_path=toolchain.env_path, env=release_env)
-    await asyncio.to_thread(make_read_only, release_dir)
+                      start_command=plan.start_command, env_path=toolchain.env_path, env=release_env,
+                      size_bytes=size_bytes)
     release.save(layout.release_record(deployment_id))
     log("stdout", f"==> Release ready; the app starts with: {plan.start_command}")
     return release

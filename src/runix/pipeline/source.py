@@ -219,6 +219,7 @@ def store_upload(layout: Layout, stream: BinaryIO, limits: SourceLimits) -> Stor
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
             temp.unlink()
+            os.utime(final)  # fresh again: the sweep of unused sources spares it until its deployment is stored
         else:
             temp.chmod(0o444)
             os.replace(temp, final)

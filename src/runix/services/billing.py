@@ -5,6 +5,8 @@ admin (RUNIX_ADMIN_EMAILS) sets it; down, it always may (its subscription ends a
 
 from __future__ import annotations
 
+import contextlib
+import math
 from dataclasses import asdict
 
 import structlog
@@ -12,12 +14,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from runix.context import Runix
-from runix.db.models import Account, Domain, Project
-from runix.errors import BadRequest, Forbidden, NotFound, PaymentRequired
+from runix.db.models import Account, Deployment, Domain, Project
+from runix.errors import BadRequest, Forbidden, NotFound, PaymentRequired, QuotaExceeded
+from runix.pipeline.disk import MB
 from runix.plans import PLANS, get_plan
 from runix.ratelimit import Quota
 from runix.schemas import BillingPublic, CheckoutPublic
 from runix.services import payments, projects
+from runix.settings import Settings
 
 log = structlog.get_logger("runix.billing")
 
@@ -42,10 +46,46 @@ def hit_deploy_limit(ctx: Runix, account: Account) -> Quota:
     return ctx.limiter.hit("deploys", account.id, limit, "hour", f"deployments on the {account.plan} plan")
 
 
+def disk_used(s: Session, account_id: str) -> int:
+    """Bytes the account's sources and built releases take: what the plan's disk quota counts (build caches have
+    a quota of their own)."""
+    total = 0
+    for source_bytes, status, meta in s.execute(select(Deployment.source_bytes, Deployment.status, Deployment.meta)
+                                                .where(Deployment.account_id == account_id)):
+        total += source_bytes or 0
+        if status in ("DEPLOYING", "READY"):  # the others have no release (failed, canceled) or none yet
+            total += int((meta or {}).get("release_bytes", 0))
+    return total
+
+
+def disk_quotas_mb(settings: Settings, plan_name: str) -> tuple[int, int]:
+    """The plan's disk quotas (sources and releases; build caches), unless the server sets them for every plan."""
+    plan = get_plan(plan_name)
+    return settings.disk_quota_mb or plan.disk_mb, settings.build_cache_quota_mb or plan.build_cache_mb
+
+
+def check_disk_room(ctx: Runix, s: Session, account: Account, more_bytes: int = 0) -> None:
+    """Raises QUOTA_EXCEEDED when the account's sources and releases (plus `more_bytes`) pass its disk quota."""
+    quota_mb, _ = disk_quotas_mb(ctx.settings, account.plan)
+    used = disk_used(s, account.id) + more_bytes
+    if used > quota_mb * MB:
+        raise QuotaExceeded(f"Your sources and releases would take {math.ceil(used / MB)} MB of the "
+                            f"{get_plan(account.plan).title} plan's {quota_mb} MB: delete deployments you no longer "
+                            "need (`runix deployments rm`), or move up a plan")
+
+
+def _cache_bytes(ctx: Runix, account_id: str) -> int:
+    """As measured after the account's last build (caches change only while one runs)."""
+    with contextlib.suppress(OSError, ValueError):
+        return int(ctx.layout.cache_usage(account_id).read_text())
+    return 0
+
+
 def summary(ctx: Runix, s: Session, account: Account) -> BillingPublic:
     plan = get_plan(account.plan)
     rpm = requests_per_minute(ctx, account)
-    limits = plan.limits() | {"requests_per_minute": rpm}
+    disk_mb, cache_mb = disk_quotas_mb(ctx.settings, account.plan)
+    limits = plan.limits() | {"requests_per_minute": rpm, "disk_mb": disk_mb, "build_cache_mb": cache_mb}
     domains = s.scalar(select(func.count()).select_from(Domain).join(Project, Project.id == Domain.project_id)
                        .where(Project.account_id == account.id)) or 0
     usage = {
@@ -54,6 +94,8 @@ def summary(ctx: Runix, s: Session, account: Account) -> BillingPublic:
         - ctx.limiter.peek("deploys", account.id, plan.deploys_per_hour, "hour").remaining,
         "projects": projects.count(s, account),
         "domains": domains,
+        "disk_mb": math.ceil(disk_used(s, account.id) / MB),
+        "build_cache_mb": math.ceil(_cache_bytes(ctx, account.id) / MB),
     }
     return BillingPublic(plan=plan.name, limits=limits, usage=usage,
                          plans=[asdict(p) for p in PLANS.values()])

@@ -62,7 +62,9 @@ def create(ctx: Runix, s: Session, account: Account, project_ref: str, target: s
     plan = get_plan(account.plan)
     if ctx.limiter.peek("deploys", account.id, plan.deploys_per_hour, "hour").remaining <= 0:
         billing.hit_deploy_limit(ctx, account)  # refused before storing anything: raises 429 with Retry-After
+    billing.check_disk_room(ctx, s, account)
     stored = source.store_upload(ctx.layout, upload, source.SourceLimits.from_settings(ctx.settings))
+    billing.check_disk_room(ctx, s, account, stored.size_bytes)  # an unused archive goes with the next sweep of sources
     billing.hit_deploy_limit(ctx, account)
     env = env_service.values_for_target(ctx, s, project.id, target)
     deployment = Deployment(id=new_id("dpl"), project_id=project.id, account_id=account.id, target=target,

@@ -11,9 +11,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from runix.pipeline.build import node, procfile, python, static
-from runix.pipeline.build.plan import BuildFailed, BuildPlan, ProjectBuildSettings, Release, ReleaseDamaged
+from runix.pipeline.build.plan import (
+    BuildFailed,
+    BuildInterrupted,
+    BuildPlan,
+    ProjectBuildSettings,
+    Release,
+    ReleaseDamaged,
+)
 
-__all__ = ["BuildFailed", "BuildPlan", "ProjectBuildSettings", "Release", "ReleaseDamaged", "detect", "KINDS"]
+__all__ = ["BuildFailed", "BuildInterrupted", "BuildPlan", "ProjectBuildSettings", "Release", "ReleaseDamaged",
+           "detect", "KINDS"]
 
 KINDS = ("static", "python", "node", "procfile")
 # Framework names a project may set, and the kind of build each one means.

@@ -21,6 +21,11 @@ class BuildFailed(Exception):
         self.message = message
 
 
+class BuildInterrupted(BuildFailed):
+    """A build step ended by a signal Runix did not send (SIGTERM, SIGINT, SIGHUP): most often the server's own stop
+    (a signal to its whole process group can reach a build that is just being started)."""
+
+
 @dataclass(frozen=True)
 class ProjectBuildSettings:
     """The build settings a project may set (each one overrides what Runix detects)."""
@@ -64,6 +69,7 @@ class Release:
     start_command: str
     env_path: list[str] = field(default_factory=list)  # folders to put first on PATH, e.g. <release>/.venv/bin
     env: dict[str, str] = field(default_factory=dict)  # variables the runtime sets for the app (not the user's)
+    size_bytes: int = 0  # what the release folder takes on disk
 
     def to_json(self) -> dict[str, Any]:
         """Paths relative to the release folder: the record says nothing the layout does not."""
@@ -74,6 +80,7 @@ class Release:
             "start_command": self.start_command,
             "env_path": [str(Path(p).relative_to(self.path)) for p in self.env_path],
             "env": dict(self.env),
+            "size_bytes": self.size_bytes,
         }
 
     def save(self, record: Path) -> None:
@@ -101,12 +108,13 @@ class Release:
             app_dir = _inside(release_dir, data["app_dir"])
             env_path = [str(_inside(release_dir, p)) for p in data.get("env_path", [])]
             env = {str(k): str(v) for k, v in dict(data.get("env", {})).items()}
+            size_bytes = int(data.get("size_bytes", 0))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ReleaseDamaged(f"release record {record.name}: {exc}") from exc
         if deployment_id != release_dir.name or not isinstance(start, str) or not isinstance(kind, str):
             raise ReleaseDamaged(f"release record {record.name} is not the record of {release_dir.name}")
         return cls(deployment_id=deployment_id, path=release_dir, app_dir=app_dir, kind=kind, start_command=start,
-                   env_path=env_path, env=env)
+                   env_path=env_path, env=env, size_bytes=size_bytes)
 
 
 def _inside(release_dir: Path, relative: str) -> Path:
