@@ -20,6 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runix.pipeline import processes
 from runix.pipeline.cgroups import Cgroups, CgroupsUnavailable, Group, Limits
 from runix.pipeline.netns import Network, Networks, NetworkUnavailable
 
@@ -75,7 +76,7 @@ class Cell:
         self.group.join()
         fd = self._netns_fd
         if fd is not None:
-            _setns(fd)
+            processes.enter_network_namespace(fd)
 
     def kill_all(self) -> bool:
         return self.group.kill_all()
@@ -85,17 +86,6 @@ class Cell:
         if self._pool is not None:
             self._pool.release(self)
             self._pool = None
-
-
-_CLONE_NEWNET = 0x40000000
-
-
-def _setns(fd: int) -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, _CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "setns into the sandbox's network namespace failed")
 
 
 class CellPool:

@@ -1,5 +1,5 @@
-"""What the runtime's apps and the Caddy router's process have in common: they die with the server, stop as a
-process group, and are started again after a crash on one schedule."""
+"""What the processes Runix starts have in common: they die with the server, enter their sandbox's network, stop
+as a process group, and are started again after a crash on one schedule."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 0.5, 30.0, 60.0
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _PR_SET_PDEATHSIG = 1
+_CLONE_NEWNET = 0x40000000
 
 
 def die_with_server() -> None:
@@ -49,6 +50,12 @@ def _leader_alive(process: asyncio.subprocess.Process) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def enter_network_namespace(fd: int) -> None:
+    """In the child before exec: into the network namespace `fd` names (os.setns comes with Python 3.12)."""
+    if _LIBC.setns(fd, _CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "setns into the sandbox's network namespace failed")
 
 
 async def end_group(process: asyncio.subprocess.Process, grace: float) -> None:
