@@ -57,3 +57,29 @@ def test_concurrent_creates_stop_at_the_plan_limit(account: Account) -> None:
                                    range(6)))
     assert statuses == [201, 201, 403, 403, 403, 403]
     assert account.client.get("/billing").json()["usage"]["projects"] == 10
+
+
+README_ROWS = {"Price per month": "price_per_month_usd", "API requests per minute": "requests_per_minute",
+               "Deploys per hour": "deploys_per_hour", "Projects": "projects",
+               "Domains per project": "domains_per_project", "Env vars per project": "env_vars_per_project",
+               "Builds at once": "concurrent_builds", "Memory per app, swap included (MB)": "app_memory_mb",
+               "Processes per app": "app_max_processes", "CPU weight per app": "app_cpu_weight",
+               "/tmp per app, counted as memory (MB)": "app_tmp_mb", "Memory per build (MB)": "build_memory_mb",
+               "Processes per build": "build_max_processes", "Disk: sources and releases (MB)": "disk_mb",
+               "Disk: build caches (MB)": "build_cache_mb"}
+
+
+def test_the_readme_plan_table_is_the_plan_table() -> None:
+    """The README's table of plans says what src/runix/plans.py says, figure for figure."""
+    from runix.plans import PLANS
+    from tests.support import ROOT
+
+    lines = (ROOT / "README.md").read_text().split("## Plans", 1)[1].split("\n## ", 1)[0].splitlines()
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| |")]
+    shown = {row.split("|")[1].strip(): [c.strip() for c in row.split("|")[2:-1]] for row in rows}
+    assert set(shown) == set(README_ROWS) and set(README_ROWS.values()) == {*PLANS["hobby"].limits(),
+                                                                           "price_per_month_usd"}
+    for label, key in README_ROWS.items():
+        expected = [("$" if key == "price_per_month_usd" else "") + f"{getattr(p, key):,}"
+                    if getattr(p, key) is not None else "unlimited" for p in PLANS.values()]
+        assert shown[label] == expected, label
