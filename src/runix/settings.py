@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     sandbox_subnet: str = Field("10.89.0.0/16", description="IPv4 range of the sandboxes' own networks.")
     max_parallel_builds: int = Field(2, ge=1, description="Builds running at once on this server (per plan: fewer).")
 
+    # What a tenant's output may take of the database and the server's memory (docs/security.md)
+    build_log_max_lines: int = Field(10_000, ge=1, description="Lines of a deployment's build log that are kept; "
+                                                               "past them one note, and the build goes on.")
+    build_log_max_bytes: int = Field(5_000_000, ge=1, description="Bytes of a deployment's build log that are kept.")
+
     # Sign-in with GitHub (dashboard) and the CLI's browser login
     github_client_id: str | None = None
     github_client_secret: str | None = None

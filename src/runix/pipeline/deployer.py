@@ -28,7 +28,7 @@ from runix.errors import Conflict, NotFound
 from runix.pipeline import release as releases
 from runix.pipeline.build import BuildFailed, ProjectBuildSettings, Release, ReleaseDamaged
 from runix.pipeline.cells import CellLimits, CellPool
-from runix.pipeline.events import EventStore, LineBudget, make_hub
+from runix.pipeline.events import BuildLogCap, EventStore, LineBudget, make_hub
 from runix.pipeline.router import Router, Upstream, make_router
 from runix.pipeline.runtime import Address, AppFailed, AppSpec, Runtime, make_runtime
 from runix.pipeline.worker import BuildJob, BuildQueue
@@ -246,9 +246,12 @@ class Deployer:
         self._system(deployment_id, "Build started")
         started = time.monotonic()
         try:
+            # Counted from what is stored: a build resumed after a restart goes on from its first run's lines.
+            cap = BuildLogCap(self.settings.build_log_max_lines, self.settings.build_log_max_bytes,
+                              await asyncio.to_thread(self.events.stored_build_log, deployment_id))
             release = await releases.build_release(
                 self.ctx.layout, self.settings, deployment_id, job.archive, job.settings, job.env,
-                lambda stream, line: self.events.emit(deployment_id, "build", line, stream),
+                lambda stream, line: self._build_log(cap, deployment_id, stream, line),
                 cache_scope=job.account_id,  # one account's builds never read what another's wrote to a cache
                 cells=self.cells, limits=build_limits(job.plan))
             if not await self._move(deployment_id, ("BUILDING",), "DEPLOYING", build_finished_at=utcnow(),
@@ -534,6 +537,13 @@ class Deployer:
                                         f"{self.line_budget.per_second} a second)")
         if keep:
             self.events.emit(deployment_id, "runtime", line, stream)
+
+    def _build_log(self, cap: BuildLogCap, deployment_id: str, stream: str, line: str) -> None:
+        keep, note = cap.admit(line)
+        if keep:
+            self.events.emit(deployment_id, "build", line, stream)
+        elif note:
+            self._system(deployment_id, note, stream="stderr")
 
     def _app_port(self, deployment_id: str, address: Address | None) -> None:
         self.router.set_upstream(deployment_id, Upstream(*address) if address else None)

@@ -4,6 +4,10 @@ Lines are emitted from anywhere (the event loop or a thread) and written in smal
 chatty build never makes the API wait on the database. Once a batch has ids, every live follower gets it through a
 hub: in-process queues by default, Redis pub/sub when `RUNIX_REDIS_URL` is set (followers on another server process
 see the lines too). A status marker published after the last line tells followers the deployment settled.
+
+What a tenant can print is bounded, in the database and in memory (docs/security.md):
+- a build's log is capped in lines and bytes (`BuildLogCap`): past it, one "Build log truncated" event, and the build
+  goes on.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import LargeBinary, cast, func, select
 
 from runix.db.models import Deployment, DeploymentEvent
 from runix.db.session import Database
@@ -29,6 +33,12 @@ log = structlog.get_logger("runix.events")
 SETTLED = frozenset({"READY", "ERROR", "CANCELED"})
 MAX_LINE = 8192
 KEEPALIVE_SECONDS = 15.0
+TRUNCATED = "Build log truncated:"
+
+
+def stored_text(text: str) -> str:
+    """A line as it is stored: without its line end, at most MAX_LINE characters."""
+    return text.rstrip("\r\n")[:MAX_LINE]
 
 
 @dataclass(frozen=True)
@@ -155,6 +165,41 @@ class LineBudget:
         self._windows.pop(deployment_id, None)
 
 
+@dataclass(frozen=True)
+class StoredBuildLog:
+    """What a deployment's build log already holds (a build resumed after a restart goes on from there)."""
+
+    lines: int = 0
+    size: int = 0  # bytes of UTF-8
+    truncated: bool = False
+
+
+class BuildLogCap:
+    """Keeps at most `max_lines` lines and `max_bytes` bytes of one deployment's build log. The first line past
+    either gets one note to store instead; every later line is dropped. The build itself is not stopped."""
+
+    def __init__(self, max_lines: int, max_bytes: int, stored: StoredBuildLog | None = None):
+        self.max_lines = max_lines
+        self.max_bytes = max_bytes
+        stored = stored or StoredBuildLog()
+        self.lines, self.size, self.truncated = stored.lines, stored.size, stored.truncated
+
+    def admit(self, text: str) -> tuple[bool, str | None]:
+        """Whether to keep this line, and the truncation note to store once (when this line is the first dropped)."""
+        if not self.truncated:
+            size = len(stored_text(text).encode())
+            if self.lines < self.max_lines and self.size + size <= self.max_bytes:
+                self.lines += 1
+                self.size += size
+                return True, None
+            self.truncated = True
+            limit = (f"{self.max_lines} lines" if self.lines >= self.max_lines
+                     else f"{self.max_bytes / 1_000_000:g} MB")
+            return False, f"{TRUNCATED} it reached the limit of {limit}, so later build output is not kept (the " \
+                          "build goes on)"
+        return False, None
+
+
 @dataclass
 class _Pending:
     deployment_id: str
@@ -198,7 +243,7 @@ class EventStore:
     # Writing
     def emit(self, deployment_id: str, type_: str, text: str, stream: str = "stdout") -> None:
         """Records one line (thread-safe, never blocks): it is stored and sent to followers within milliseconds."""
-        line = _Pending(deployment_id, time.time(), type_, stream, text.rstrip("\r\n")[:MAX_LINE])
+        line = _Pending(deployment_id, time.time(), type_, stream, stored_text(text))
         with self._lock:
             self._pending.append(line)
             self._emitted += 1
@@ -284,6 +329,20 @@ class EventStore:
             return [Event.from_row(r) for r in rows]
 
     # Reading
+    def stored_build_log(self, deployment_id: str) -> StoredBuildLog:
+        """What the deployment's build log holds already: lines, UTF-8 bytes, and whether it was truncated."""
+        text = DeploymentEvent.text
+        with self.db.sessions() as s:
+            # Bytes, not characters, as BuildLogCap counts them (PostgreSQL's length() counts characters).
+            size = func.octet_length(text) if self.db.engine.dialect.name == "postgresql" else \
+                func.length(cast(text, LargeBinary))
+            lines, total = s.execute(select(func.count(), func.coalesce(func.sum(size), 0)).where(
+                DeploymentEvent.deployment_id == deployment_id, DeploymentEvent.type == "build")).one()
+            truncated = s.scalar(select(DeploymentEvent.id).where(
+                DeploymentEvent.deployment_id == deployment_id, DeploymentEvent.type == "system",
+                text.startswith(TRUNCATED)).limit(1)) is not None
+        return StoredBuildLog(lines, int(total), truncated)
+
     def list(self, deployment_id: str, since: int | None = None, limit: int = 1000) -> list[Event]:
         with self.db.sessions() as s:
             return _read(s, deployment_id, since, limit)
