@@ -1,8 +1,47 @@
-"""The event store's bounds on their own: the build log cap."""
+"""The event store's bounds on their own, on a real database (SQLite and PostgreSQL): the build log cap and the runtime
+ring. The same bounds are attacked end to end by tests/security/test_log_flood.py."""
 
 from __future__ import annotations
 
-from runix.pipeline.events import TRUNCATED, BuildLogCap, StoredBuildLog
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from runix.db.models import Account, Deployment, DeploymentEvent, Project
+from runix.db.session import Database
+from runix.pipeline.events import TRUNCATED, BuildLogCap, EventStore, LocalHub, LogLimits, StoredBuildLog
+from runix.settings import Settings
+from tests.support import drop_postgres_database, fresh_postgres_database
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    url = f"sqlite:///{tmp_path / 'events.db'}" if request.param == "sqlite" else fresh_postgres_database()
+    database = Database(Settings(database_url=url).sqlalchemy_url)
+    database.migrate()
+    with database.session() as s:
+        s.add(Account(id="acc_1", email="a@example.com"))
+        s.flush()  # no relationships between the models, so the order of inserts is ours to give
+        s.add(Project(id="prj_1", account_id="acc_1", name="p", slug="p"))
+        s.flush()
+        for deployment_id in ("dpl_a", "dpl_b"):
+            s.add(Deployment(id=deployment_id, project_id="prj_1", account_id="acc_1", target="production",
+                             status="BUILDING"))
+    yield database
+    database.dispose()
+    if request.param == "postgresql":
+        drop_postgres_database(url)
+
+
+def rows(db: Database, deployment_id: str, type_: str | None = None) -> list[DeploymentEvent]:
+    with db.sessions() as s:
+        stmt = select(DeploymentEvent).where(DeploymentEvent.deployment_id == deployment_id)
+        if type_:
+            stmt = stmt.where(DeploymentEvent.type == type_)
+        return list(s.scalars(stmt.order_by(DeploymentEvent.id)))
 
 
 def test_build_log_cap_counts_lines_and_bytes_and_notes_once() -> None:
@@ -19,3 +58,57 @@ def test_build_log_cap_counts_lines_and_bytes_and_notes_once() -> None:
     # A build resumed after a restart goes on from what is stored, and never notes twice.
     assert BuildLogCap(10, 1000, StoredBuildLog(lines=10, size=50)).admit("more")[1] is not None
     assert BuildLogCap(10, 1000, StoredBuildLog(lines=10, size=50, truncated=True)).admit("more") == (False, None)
+
+
+def test_runtime_lines_are_a_ring_trimmed_in_batches_and_other_events_stay(db: Database) -> None:
+    async def scenario() -> None:
+        store = EventStore(db, LocalHub(), limits=LogLimits(runtime_lines=50))
+        await store.start()
+        store.emit("dpl_a", "build", "built")
+        store.emit("dpl_a", "system", "Ready")
+        seen: list[int] = []
+        for i in range(400):
+            store.emit("dpl_a", "runtime", f"line {i}")
+            if i % 7 == 0:
+                await store.flush()
+                runtime = rows(db, "dpl_a", "runtime")
+                assert len(runtime) <= 50
+                seen.append(len(runtime))
+        store.emit("dpl_b", "runtime", "neighbour")
+        await store.flush()
+        runtime = [r.text for r in rows(db, "dpl_a", "runtime")]
+        assert runtime[-1] == "line 399" and runtime == [f"line {i}" for i in range(400 - len(runtime), 400)]
+        assert 45 <= len(runtime) <= 50 and min(seen[10:]) >= 45  # trimmed to 45 every 5 lines, not per line
+        assert [r.text for r in rows(db, "dpl_a", "build")] == ["built"]
+        assert [r.text for r in rows(db, "dpl_a", "system")] == ["Ready"]
+        assert [r.text for r in rows(db, "dpl_b")] == ["neighbour"]
+
+        # A new store (a restarted server) counts what is stored and keeps the ring.
+        await store.stop()
+        again = EventStore(db, LocalHub(), limits=LogLimits(runtime_lines=50))
+        await again.start()
+        for i in range(20):
+            again.emit("dpl_a", "runtime", f"after {i}")
+        await again.flush()
+        assert 45 <= len(rows(db, "dpl_a", "runtime")) <= 50
+        await again.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_reader_paging_by_id_sees_no_line_twice_while_the_ring_deletes(db: Database) -> None:
+    async def scenario() -> None:
+        store = EventStore(db, LocalHub(), limits=LogLimits(runtime_lines=30))
+        await store.start()
+        last, texts = 0, []
+        for i in range(300):
+            store.emit("dpl_a", "runtime", f"line {i}")
+            if i % 10 == 9:
+                await store.flush()
+                page = store.list("dpl_a", last, 1000)
+                texts += [e.text for e in page]
+                last = page[-1].id if page else last
+        assert texts == [f"line {i}" for i in range(300)]  # read faster than the ring turns: nothing missed
+        await store.stop()
+
+    asyncio.run(scenario())

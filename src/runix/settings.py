@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     build_log_max_lines: int = Field(10_000, ge=1, description="Lines of a deployment's build log that are kept; "
                                                                "past them one note, and the build goes on.")
     build_log_max_bytes: int = Field(5_000_000, ge=1, description="Bytes of a deployment's build log that are kept.")
+    runtime_log_lines: int = Field(5000, ge=1, description="Runtime lines kept per deployment: older ones are "
+                                                           "deleted as new ones come.")
 
     # Sign-in with GitHub (dashboard) and the CLI's browser login
     github_client_id: str | None = None

@@ -28,7 +28,7 @@ from runix.errors import Conflict, NotFound
 from runix.pipeline import release as releases
 from runix.pipeline.build import BuildFailed, ProjectBuildSettings, Release, ReleaseDamaged
 from runix.pipeline.cells import CellLimits, CellPool
-from runix.pipeline.events import BuildLogCap, EventStore, LineBudget, make_hub
+from runix.pipeline.events import BuildLogCap, EventStore, LineBudget, LogLimits, make_hub
 from runix.pipeline.router import Router, Upstream, make_router
 from runix.pipeline.runtime import Address, AppFailed, AppSpec, Runtime, make_runtime
 from runix.pipeline.worker import BuildJob, BuildQueue
@@ -76,7 +76,8 @@ class Deployer:
         self.ctx = ctx
         self.settings = settings
         self.host = "127.0.0.1"
-        self.events = events or EventStore(ctx.db, make_hub(settings.redis_url))
+        self.events = events or EventStore(ctx.db, make_hub(settings.redis_url),
+                                           limits=LogLimits(runtime_lines=settings.runtime_log_lines))
         self.line_budget = LineBudget()
         self.router: Router = router or make_router(
             settings.router, settings.host, settings.router_port, waker=self.wake,
@@ -335,6 +336,7 @@ class Deployer:
             self._active_since.pop(deployment_id, None)
         if remove:
             self.line_budget.forget(deployment_id)
+            self.events.forget(deployment_id)
             await self.runtime.remove(deployment_id)
             await asyncio.to_thread(releases.remove_release, self.ctx.layout, deployment_id)
             self._locks.pop(deployment_id, None)
@@ -533,8 +535,10 @@ class Deployer:
             return
         keep, dropped = self.line_budget.admit(deployment_id)
         if dropped:
-            self._system(deployment_id, f"{dropped} lines of output were left out (more than "
-                                        f"{self.line_budget.per_second} a second)")
+            # A runtime line itself, so it goes with the ring: one a second of a flooding app would otherwise pile
+            # up forever as system events.
+            self.events.emit(deployment_id, "runtime", f"{dropped} lines of output were left out (more than "
+                                                       f"{self.line_budget.per_second} a second)", "stderr")
         if keep:
             self.events.emit(deployment_id, "runtime", line, stream)
 

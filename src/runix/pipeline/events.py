@@ -7,7 +7,10 @@ see the lines too). A status marker published after the last line tells follower
 
 What a tenant can print is bounded, in the database and in memory (docs/security.md):
 - a build's log is capped in lines and bytes (`BuildLogCap`): past it, one "Build log truncated" event, and the build
-  goes on.
+  goes on;
+- runtime lines are a ring per deployment: the flusher deletes the oldest, in batches, in the transaction that inserts
+  the new ones (build and system events are never deleted). Ids only grow, so a reader paging with `since` never sees
+  a line twice nor skips one that is still stored.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import LargeBinary, cast, func, select
+from sqlalchemy import LargeBinary, cast, delete, func, select
 
 from runix.db.models import Deployment, DeploymentEvent
 from runix.db.session import Database
@@ -200,6 +203,19 @@ class BuildLogCap:
         return False, None
 
 
+@dataclass(frozen=True)
+class LogLimits:
+    """Bounds of the event store (RUNIX_RUNTIME_LOG_LINES)."""
+
+    runtime_lines: int = 5000  # runtime lines kept per deployment
+
+    @property
+    def runtime_trim_to(self) -> int:
+        """How many runtime lines a trim keeps: a tenth fewer than the ring holds, so that it deletes in batches
+        (one DELETE every ring/10 lines) rather than one row per line, and never holds more than the ring."""
+        return max(1, self.runtime_lines - self.runtime_lines // 10)
+
+
 @dataclass
 class _Pending:
     deployment_id: str
@@ -210,12 +226,17 @@ class _Pending:
 
 
 class EventStore:
-    def __init__(self, db: Database, hub: Hub, *, batch_interval: float = 0.01):
+    def __init__(self, db: Database, hub: Hub, *, batch_interval: float = 0.01, limits: LogLimits | None = None):
         self.db = db
         self.hub = hub
         self.batch_interval = batch_interval
+        self.limits = limits or LogLimits()
         self._pending: list[_Pending] = []
         self._lock = threading.Lock()
+        # Runtime rows stored per deployment, counted once from the database and then kept up to date, so the ring
+        # costs no query until a trim is due. Held while a batch is written (the flusher, and stop()'s last batch).
+        self._runtime_rows: dict[str, int] = {}
+        self._ring_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._flushed: asyncio.Condition | None = None
@@ -248,6 +269,11 @@ class EventStore:
             self._pending.append(line)
             self._emitted += 1
         self._poke()
+
+    def forget(self, deployment_id: str) -> None:
+        """Drops what is kept in memory about a deleted deployment."""
+        with self._ring_lock:
+            self._runtime_rows.pop(deployment_id, None)
 
     def _poke(self) -> None:
         if self._loop is None or self._wake is None:
@@ -323,10 +349,41 @@ class EventStore:
         """Stores the lines in one transaction (all or none) and returns them with their ids."""
         rows = [DeploymentEvent(deployment_id=p.deployment_id, created_at=p.created_at, type=p.type,
                                 stream=p.stream, text=p.text) for p in batch]
-        with self.db.session() as s:
-            s.add_all(rows)
-            s.flush()
-            return [Event.from_row(r) for r in rows]
+        with self._ring_lock:
+            with self.db.session() as s:
+                s.add_all(rows)
+                s.flush()
+                events = [Event.from_row(r) for r in rows]
+                counts = self._trim_runtime(s, batch)
+            self._runtime_rows.update(counts)  # after the commit: a batch rolled back changes no count
+        return events  # all published, the trimmed ones too: a live follower sees every line
+
+    def _trim_runtime(self, s: Any, batch: list[_Pending]) -> dict[str, int]:
+        """Deletes the oldest runtime lines of each deployment of the batch that now holds more than the ring, down to
+        `runtime_trim_to` (one DELETE for many rows); returns the runtime rows each then holds."""
+        added: dict[str, int] = {}
+        for p in batch:
+            if p.type == "runtime":
+                added[p.deployment_id] = added.get(p.deployment_id, 0) + 1
+        counts = {}
+        for deployment_id, n in added.items():
+            runtime = (DeploymentEvent.deployment_id == deployment_id, DeploymentEvent.type == "runtime")
+            stored = select(func.count()).select_from(DeploymentEvent).where(*runtime)
+            known = self._runtime_rows.get(deployment_id)
+            count = known + n if known is not None else s.scalar(stored)  # the count includes this batch
+            if count > self.limits.runtime_lines:
+                keep = self.limits.runtime_trim_to
+                oldest_kept = s.scalar(select(DeploymentEvent.id).where(*runtime).order_by(DeploymentEvent.id.desc())
+                                       .offset(keep - 1).limit(1))
+                if oldest_kept is None:  # fewer stored than counted (rows deleted under us): count them again
+                    count = s.scalar(stored)
+                else:
+                    s.execute(delete(DeploymentEvent).where(*runtime, DeploymentEvent.id < oldest_kept),
+                              execution_options={"synchronize_session": False})
+                    count = keep
+            counts[deployment_id] = count
+        return counts
+
 
     # Reading
     def stored_build_log(self, deployment_id: str) -> StoredBuildLog:
