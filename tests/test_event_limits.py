@@ -1,5 +1,6 @@
-"""The event store's bounds on their own, on a real database (SQLite and PostgreSQL): the build log cap and the runtime
-ring. The same bounds are attacked end to end by tests/security/test_log_flood.py."""
+"""The event store's bounds on their own, on a real database (SQLite and PostgreSQL): the build log cap, the runtime
+ring, the bounded queue of lines waiting to be stored, and a follower that falls behind. The same bounds are attacked
+end to end by tests/security/test_log_flood.py."""
 
 from __future__ import annotations
 
@@ -109,6 +110,68 @@ def test_a_reader_paging_by_id_sees_no_line_twice_while_the_ring_deletes(db: Dat
                 texts += [e.text for e in page]
                 last = page[-1].id if page else last
         assert texts == [f"line {i}" for i in range(300)]  # read faster than the ring turns: nothing missed
+        await store.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_queue_is_bounded_and_says_once_what_it_dropped(db: Database) -> None:
+    async def scenario() -> None:
+        store = EventStore(db, LocalHub(), limits=LogLimits(queue_lines=100, queue_bytes=1_000_000))
+        await store.start()
+        for i in range(5000):  # all at once: the flusher gets no turn in between
+            store.emit("dpl_a", "build", f"line {i}")
+        store.emit("dpl_a", "system", "Runix's own line still fits")
+        for i in range(50):
+            store.emit("dpl_b", "build", f"b {i}")
+        await store.flush()
+        assert len(rows(db, "dpl_a", "build")) == 100
+        notes = [r.text for r in rows(db, "dpl_a", "system")]
+        assert notes == ["Runix's own line still fits",
+                         "4900 log lines were left out: they came faster than the server could store them"]
+        assert [r.text for r in rows(db, "dpl_b", "system")] == [
+            "50 log lines were left out: they came faster than the server could store them"]
+        # More drops within the minute are counted, not said again at once.
+        for i in range(150):
+            store.emit("dpl_a", "build", f"again {i}")
+        await store.flush()
+        assert len(rows(db, "dpl_a", "system")) == 2 and store._dropped == {"dpl_a": 50}
+
+        big = EventStore(db, LocalHub(), limits=LogLimits(queue_lines=1000, queue_bytes=10_000))
+        await big.start()
+        for _ in range(10):
+            big.emit("dpl_b", "runtime", "x" * 4000)  # the characters count too
+        await big.flush()
+        assert len(rows(db, "dpl_b", "runtime")) == 2
+        await big.stop()
+        await store.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_follower_that_falls_behind_reads_on_from_the_database(db: Database) -> None:
+    async def scenario() -> None:
+        hub = LocalHub(queue_size=5)
+        store = EventStore(db, hub)
+        await store.start()
+        store.emit("dpl_a", "build", "first")
+        await store.flush()
+        follower = store.follow("dpl_a", None, keepalive=5)
+        assert (await anext(follower)).text == "first"  # subscribed, and the backlog read
+        for i in range(50):  # 50 published to a queue of 5 that nobody reads meanwhile
+            store.emit("dpl_a", "build", f"line {i}")
+            await store.flush()
+        (queue,) = hub._queues["dpl_a"]
+        assert queue.qsize() <= 5 and queue._queue[0] == {"gap": True}  # type: ignore[attr-defined]
+        texts: list[str] = []
+        while len(texts) < 50:
+            texts.append((await anext(follower)).text)
+        assert texts == [f"line {i}" for i in range(50)]
+        with db.session() as s:
+            s.get(Deployment, "dpl_a").status = "READY"
+        await store.settled("dpl_a", "READY")
+        assert await anext(follower) == "READY"
+        await follower.aclose()
         await store.stop()
 
     asyncio.run(scenario())

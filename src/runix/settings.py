@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     build_log_max_bytes: int = Field(5_000_000, ge=1, description="Bytes of a deployment's build log that are kept.")
     runtime_log_lines: int = Field(5000, ge=1, description="Runtime lines kept per deployment: older ones are "
                                                            "deleted as new ones come.")
+    event_queue_lines: int = Field(20_000, ge=1, description="Log lines waiting to be stored, of all deployments; "
+                                                             "past them lines are dropped (and counted).")
+    event_queue_bytes: int = Field(16 * 1024 * 1024, ge=1, description="Characters of the lines waiting to be "
+                                                                        "stored.")
 
     # Sign-in with GitHub (dashboard) and the CLI's browser login
     github_client_id: str | None = None

@@ -76,8 +76,9 @@ class Deployer:
         self.ctx = ctx
         self.settings = settings
         self.host = "127.0.0.1"
-        self.events = events or EventStore(ctx.db, make_hub(settings.redis_url),
-                                           limits=LogLimits(runtime_lines=settings.runtime_log_lines))
+        self.events = events or EventStore(ctx.db, make_hub(settings.redis_url), limits=LogLimits(
+            runtime_lines=settings.runtime_log_lines, queue_lines=settings.event_queue_lines,
+            queue_bytes=settings.event_queue_bytes))
         self.line_budget = LineBudget()
         self.router: Router = router or make_router(
             settings.router, settings.host, settings.router_port, waker=self.wake,

@@ -10,7 +10,9 @@ What a tenant can print is bounded, in the database and in memory (docs/security
   goes on;
 - runtime lines are a ring per deployment: the flusher deletes the oldest, in batches, in the transaction that inserts
   the new ones (build and system events are never deleted). Ids only grow, so a reader paging with `since` never sees
-  a line twice nor skips one that is still stored.
+  a line twice nor skips one that is still stored;
+- the queue of lines waiting for the flusher is bounded; what does not fit is dropped, counted and said in the log;
+- each live follower's queue is bounded; one that falls behind reads on from the database instead.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ SETTLED = frozenset({"READY", "ERROR", "CANCELED"})
 MAX_LINE = 8192
 KEEPALIVE_SECONDS = 15.0
 TRUNCATED = "Build log truncated:"
+FOLLOWER_QUEUE = 10_000  # messages a live follower may lag behind before it reads on from the database
+DROP_REPORT_SECONDS = 60.0  # lines the full queue dropped are said at most this often per deployment
 
 
 def stored_text(text: str) -> str:
@@ -76,17 +80,30 @@ class Hub(Protocol):
     async def close(self) -> None: ...
 
 
+def offer(queue: asyncio.Queue, message: dict[str, Any]) -> None:
+    """Puts a message in a follower's bounded queue. A follower that lets it fill (a client that stopped reading)
+    loses what it holds for one `{"gap": True}`, and reads on from the database: memory stays bounded, and since
+    every published line is stored first, it misses nothing that is still stored."""
+    try:
+        queue.put_nowait(message)
+    except asyncio.QueueFull:
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait({"gap": True})
+
+
 class LocalHub:
-    def __init__(self) -> None:
+    def __init__(self, queue_size: int = FOLLOWER_QUEUE) -> None:
         self._queues: dict[str, set[asyncio.Queue]] = {}
+        self.queue_size = queue_size
 
     async def publish(self, deployment_id: str, message: dict[str, Any]) -> None:
         for queue in self._queues.get(deployment_id, ()):
-            queue.put_nowait(message)
+            offer(queue, message)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, deployment_id: str) -> AsyncIterator[asyncio.Queue]:
-        queue: asyncio.Queue = asyncio.Queue()
+        queue: asyncio.Queue = asyncio.Queue(self.queue_size)
         self._queues.setdefault(deployment_id, set()).add(queue)
         try:
             yield queue
@@ -117,14 +134,14 @@ class RedisHub:
 
     @contextlib.asynccontextmanager
     async def subscribe(self, deployment_id: str) -> AsyncIterator[asyncio.Queue]:
-        queue: asyncio.Queue = asyncio.Queue()
+        queue: asyncio.Queue = asyncio.Queue(FOLLOWER_QUEUE)
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(self._channel(deployment_id))
 
         async def pump() -> None:
             async for message in pubsub.listen():
                 if message.get("type") == "message":
-                    queue.put_nowait(json.loads(message["data"]))
+                    offer(queue, json.loads(message["data"]))
 
         task = asyncio.create_task(pump())
         try:
@@ -205,9 +222,11 @@ class BuildLogCap:
 
 @dataclass(frozen=True)
 class LogLimits:
-    """Bounds of the event store (RUNIX_RUNTIME_LOG_LINES)."""
+    """Bounds of the event store (RUNIX_RUNTIME_LOG_LINES, RUNIX_EVENT_QUEUE_LINES, RUNIX_EVENT_QUEUE_BYTES)."""
 
     runtime_lines: int = 5000  # runtime lines kept per deployment
+    queue_lines: int = 20_000  # build and runtime lines waiting for the flusher
+    queue_bytes: int = 16 * 1024 * 1024  # their characters
 
     @property
     def runtime_trim_to(self) -> int:
@@ -232,7 +251,10 @@ class EventStore:
         self.batch_interval = batch_interval
         self.limits = limits or LogLimits()
         self._pending: list[_Pending] = []
+        self._pending_chars = 0
         self._lock = threading.Lock()
+        self._dropped: dict[str, int] = {}  # deployment id -> lines the full queue refused, not yet said
+        self._reported_at: dict[str, float] = {}  # deployment id -> monotonic time its last drop note was queued
         # Runtime rows stored per deployment, counted once from the database and then kept up to date, so the ring
         # costs no query until a trim is due. Held while a batch is written (the flusher, and stop()'s last batch).
         self._runtime_rows: dict[str, int] = {}
@@ -263,15 +285,27 @@ class EventStore:
 
     # Writing
     def emit(self, deployment_id: str, type_: str, text: str, stream: str = "stdout") -> None:
-        """Records one line (thread-safe, never blocks): it is stored and sent to followers within milliseconds."""
+        """Records one line (thread-safe, never blocks): it is stored and sent to followers within milliseconds.
+        When the queue is full (the database is slower than the output) the line is dropped and counted instead."""
         line = _Pending(deployment_id, time.time(), type_, stream, stored_text(text))
+        # System lines are Runix's own and few (steps, restarts with backoff): they get twice the room, so that a
+        # flood of output cannot crowd out the line that says what happened.
+        room = 2 if type_ == "system" else 1
         with self._lock:
+            if (len(self._pending) >= self.limits.queue_lines * room
+                    or self._pending_chars + len(line.text) > self.limits.queue_bytes * room):
+                self._dropped[deployment_id] = self._dropped.get(deployment_id, 0) + 1
+                return
             self._pending.append(line)
+            self._pending_chars += len(line.text)
             self._emitted += 1
         self._poke()
 
     def forget(self, deployment_id: str) -> None:
         """Drops what is kept in memory about a deleted deployment."""
+        with self._lock:
+            self._dropped.pop(deployment_id, None)
+            self._reported_at.pop(deployment_id, None)
         with self._ring_lock:
             self._runtime_rows.pop(deployment_id, None)
 
@@ -307,14 +341,21 @@ class EventStore:
     async def _run(self) -> None:
         assert self._wake is not None
         while True:
-            await self._wake.wait()
+            # Dropped lines not yet said (the last note was recent) are said once their minute is up, even when
+            # nothing else comes.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DROP_REPORT_SECONDS if self._dropped else None):
+                    await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(self.batch_interval)  # let a burst of lines gather into one insert
             await self._write_batch()
 
     async def _write_batch(self) -> None:
         with self._lock:
-            batch, self._pending = self._pending, []
+            batch, self._pending, self._pending_chars = self._pending, [], 0
+            notes = self._drop_notes()
+            batch += notes
+            self._emitted += len(notes)  # counted like emitted lines, so flush() stays exact
         if batch:
             try:
                 events = await asyncio.to_thread(self._insert, batch)
@@ -327,6 +368,21 @@ class EventStore:
         if self._flushed is not None:
             async with self._flushed:
                 self._flushed.notify_all()
+
+    def _drop_notes(self) -> list[_Pending]:
+        """One note per deployment whose lines the full queue dropped, at most one a minute each (under the lock)."""
+        if not self._dropped:
+            return []
+        now = time.monotonic()
+        self._reported_at = {d: t for d, t in self._reported_at.items() if now - t < DROP_REPORT_SECONDS}
+        notes = []
+        for deployment_id in [d for d in self._dropped if d not in self._reported_at]:
+            count = self._dropped.pop(deployment_id)
+            self._reported_at[deployment_id] = now
+            notes.append(_Pending(deployment_id, time.time(), "system", "stderr",
+                                  f"{count} log lines were left out: they came faster than the server could "
+                                  "store them"))
+        return notes
 
     async def _publish(self, deployment_id: str, message: dict[str, Any]) -> None:
         try:
@@ -384,7 +440,6 @@ class EventStore:
             counts[deployment_id] = count
         return counts
 
-
     # Reading
     def stored_build_log(self, deployment_id: str) -> StoredBuildLog:
         """What the deployment's build log holds already: lines, UTF-8 bytes, and whether it was truncated."""
@@ -426,14 +481,24 @@ class EventStore:
                     async with asyncio.timeout(keepalive):
                         message = await queue.get()
                 except TimeoutError:
+                    message = None
+                if message is None or "gap" in message:
+                    # Nothing for a while (a message may have been lost), or this follower fell behind and its
+                    # queue was emptied: read on from the database after the last line it had.
                     status = await asyncio.to_thread(self._status, deployment_id)
-                    if status is None or status in SETTLED:  # settled while a message was lost, or deleted
+                    settled = status is None or status in SETTLED  # settled, or deleted
+                    if settled:
+                        await self.flush()
+                    if settled or message is not None:
                         for event in await asyncio.to_thread(self.list, deployment_id, last, 100_000):
+                            last = event.id
                             yield event
+                    if settled:
                         if status:
                             yield status
                         return
-                    yield None
+                    if message is None:
+                        yield None
                     continue
                 if "event" in message and message["event"]["id"] > last:
                     data = message["event"]
