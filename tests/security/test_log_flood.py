@@ -20,6 +20,9 @@ BUILD_LINES = 300  # RUNIX_BUILD_LOG_MAX_LINES
 BUILD_BYTES = 100_000  # RUNIX_BUILD_LOG_MAX_BYTES
 RING = 300  # RUNIX_RUNTIME_LOG_LINES
 TRUNCATED = "Build log truncated:"
+# Seconds between two pages within which a reader finds every line still stored: the ring trims to 270 of its 300
+# lines, which takes 1.35 s at the 200 lines a second an app may log.
+KEPT_UP = 1.0
 
 # Its only output is the flood (no "listening" line), so every line the budget leaves out is a numbered one.
 FLOOD_APP = HOSTILE_APP.replace('print("hostile app listening", flush=True)', "").replace(
@@ -100,12 +103,19 @@ def test_an_app_flooding_its_log_keeps_a_ring_of_lines_and_everything_keeps_answ
     assert deployment["status"] == "READY", deployment
     deployment_id = deployment["id"]
     last, read, slowest = 0, [], 0.0
+    lagging: set[int] = set()  # first flood lines of pages read too late to find every line before still stored
+    previous = time.monotonic()
     deadline = time.monotonic() + 90
     while len(of_type(read, "runtime")) < 4 * RING:  # read as `runix logs` pages: by event id, while it turns
         assert time.monotonic() < deadline, f"only {len(read)} events read"
+        started = time.monotonic()
         page = events(attacker, deployment_id, since=last)
         ids = [e["id"] for e in page]
         assert ids == sorted(set(ids)) and all(i > last for i in ids), "a line came twice or out of order"
+        flood = [e["id"] for e in page if e["text"].startswith("flood ")]
+        if flood and time.monotonic() - previous > KEPT_UP:
+            lagging.add(flood[0])
+        previous = started
         read += page
         last = ids[-1] if ids else last
         started = time.monotonic()
@@ -119,18 +129,20 @@ def test_an_app_flooding_its_log_keeps_a_ring_of_lines_and_everything_keeps_answ
     assert router.get("flood.localhost").json() == {"app": "hostile"}
 
     # The reader missed no line that was stored: between two lines it read, every one that the per-second budget
-    # did not leave out (and say so) was there.
-    numbers, left_out = [], 0
+    # did not leave out (and say so) was there. Only a page read later than the ring takes to turn may start after a
+    # gap (the lines before it are gone): a loaded machine can stall the reader that long.
+    numbers, left_out, checked = [], 0, 0
     for event in of_type(read, "runtime"):
         if match := re.fullmatch(r"flood (\d+)", event["text"]):
             number = int(match.group(1))
-            if numbers:
+            if numbers and not (event["id"] in lagging and number - numbers[-1] - 1 != left_out):
                 assert number - numbers[-1] - 1 == left_out, (numbers[-1], number, left_out)
+                checked += 1
             numbers.append(number)
             left_out = 0
         elif match := re.fullmatch(r"(\d+) lines of output were left out .*", event["text"]):
             left_out += int(match.group(1))
-    assert len(numbers) >= 3 * RING
+    assert len(numbers) >= 3 * RING and checked >= 2 * RING, (len(numbers), checked, len(lagging))
 
     # The database holds the newest lines only; the build's and Runix's own events are all still there.
     stored = events(attacker, deployment_id)
