@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     sandbox_subnet: str = Field("10.89.0.0/16", description="IPv4 range of the sandboxes' own networks.")
     max_parallel_builds: int = Field(2, ge=1, description="Builds running at once on this server (per plan: fewer).")
 
+    # What a tenant's output may take of the database and the server's memory (docs/security.md)
+    build_log_max_lines: int = Field(10_000, ge=1, description="Lines of a deployment's build log that are kept; "
+                                                               "past them one note, and the build goes on.")
+    build_log_max_bytes: int = Field(5_000_000, ge=1, description="Bytes of a deployment's build log that are kept.")
+    runtime_log_lines: int = Field(5000, ge=1, description="Runtime lines kept per deployment: older ones are "
+                                                           "deleted as new ones come.")
+    event_queue_lines: int = Field(20_000, ge=1, description="Log lines waiting to be stored, of all deployments; "
+                                                             "past them lines are dropped (and counted).")
+    event_queue_bytes: int = Field(16 * 1024 * 1024, ge=1, description="Characters of the lines waiting to be "
+                                                                        "stored.")
+
     # Sign-in with GitHub (dashboard) and the CLI's browser login
     github_client_id: str | None = None
     github_client_secret: str | None = None

@@ -29,7 +29,7 @@ from runix.pipeline import release as releases
 from runix.pipeline.build import BuildFailed, BuildInterrupted, ProjectBuildSettings, Release, ReleaseDamaged
 from runix.pipeline.cells import CellLimits, CellPool
 from runix.pipeline.disk import MB, DiskQuota
-from runix.pipeline.events import EventStore, LineBudget, make_hub
+from runix.pipeline.events import BuildLogCap, EventStore, LineBudget, LogLimits, make_hub
 from runix.pipeline.router import Router, Upstream, make_router
 from runix.pipeline.runtime import Address, AppFailed, AppSpec, Runtime, make_runtime
 from runix.pipeline.worker import BuildJob, BuildQueue
@@ -93,7 +93,9 @@ class Deployer:
         self.ctx = ctx
         self.settings = settings
         self.host = "127.0.0.1"
-        self.events = events or EventStore(ctx.db, make_hub(settings.redis_url))
+        self.events = events or EventStore(ctx.db, make_hub(settings.redis_url), limits=LogLimits(
+            runtime_lines=settings.runtime_log_lines, queue_lines=settings.event_queue_lines,
+            queue_bytes=settings.event_queue_bytes))
         self.line_budget = LineBudget()
         self.router: Router = router or make_router(
             settings.router, settings.host, settings.router_port, waker=self.wake,
@@ -277,9 +279,12 @@ class Deployer:
         self._system(deployment_id, "Build started")
         started = time.monotonic()
         try:
+            # Counted from what is stored: a build resumed after a restart goes on from its first run's lines.
+            cap = BuildLogCap(self.settings.build_log_max_lines, self.settings.build_log_max_bytes,
+                              await asyncio.to_thread(self.events.stored_build_log, deployment_id))
             release = await releases.build_release(
                 self.ctx.layout, self.settings, deployment_id, job.archive, job.settings, job.env,
-                lambda stream, line: self.events.emit(deployment_id, "build", line, stream),
+                lambda stream, line: self._build_log(cap, deployment_id, stream, line),
                 # One account's builds never read what another's wrote to a cache; each project has its own.
                 cache_scope=f"{job.account_id}/{job.project_id}",
                 cells=self.cells, limits=build_limits(job.plan), disk=job.disk)
@@ -372,6 +377,7 @@ class Deployer:
             self._active_since.pop(deployment_id, None)
         if remove:
             self.line_budget.forget(deployment_id)
+            self.events.forget(deployment_id)
             await self.runtime.remove(deployment_id)
             await asyncio.to_thread(releases.remove_release, self.ctx.layout, deployment_id)
             self._locks.pop(deployment_id, None)
@@ -594,10 +600,19 @@ class Deployer:
             return
         keep, dropped = self.line_budget.admit(deployment_id)
         if dropped:
-            self._system(deployment_id, f"{dropped} lines of output were left out (more than "
-                                        f"{self.line_budget.per_second} a second)")
+            # A runtime line itself, so it goes with the ring: one a second of a flooding app would otherwise pile
+            # up forever as system events.
+            self.events.emit(deployment_id, "runtime", f"{dropped} lines of output were left out (more than "
+                                                       f"{self.line_budget.per_second} a second)", "stderr")
         if keep:
             self.events.emit(deployment_id, "runtime", line, stream)
+
+    def _build_log(self, cap: BuildLogCap, deployment_id: str, stream: str, line: str) -> None:
+        keep, note = cap.admit(line)
+        if keep:
+            self.events.emit(deployment_id, "build", line, stream)
+        elif note:
+            self._system(deployment_id, note, stream="stderr")
 
     def _app_port(self, deployment_id: str, address: Address | None) -> None:
         self.router.set_upstream(deployment_id, Upstream(*address) if address else None)
