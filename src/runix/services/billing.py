@@ -14,6 +14,7 @@ from runix.errors import Forbidden
 from runix.plans import PLANS, get_plan
 from runix.ratelimit import Quota
 from runix.schemas import BillingPublic
+from runix.services import domains as domain_service
 from runix.services import projects
 
 
@@ -57,7 +58,7 @@ def summary(ctx: Runix, s: Session, account: Account) -> BillingPublic:
     rpm = requests_per_minute(ctx, account)
     limits = plan.limits() | {"requests_per_minute": rpm}
     domains = s.scalar(select(func.count()).select_from(Domain).join(Project, Project.id == Domain.project_id)
-                       .where(Project.account_id == account.id)) or 0
+                       .where(Project.account_id == account.id, domain_service.live())) or 0
     usage = {
         "requests_this_minute": rpm - ctx.limiter.peek("api", account.id, rpm, "minute").remaining,
         "deploys_this_hour": plan.deploys_per_hour
