@@ -67,17 +67,28 @@ def test_a_domain_belongs_to_one_project_of_one_account(server: RunixServer) -> 
     make_project(alice, "two")
     make_project(bob, "one")
     domain = unique_domain()
-    assert alice.client.post("/projects/one/domains", json={"name": domain}).status_code == 201
+    r = alice.client.post("/projects/one/domains", json={"name": domain})
+    assert r.status_code == 201
+    alices = r.json()
     error(alice.client.post("/projects/one/domains", json={"name": domain}), 409, "CONFLICT")
-    error(alice.client.post("/projects/two/domains", json={"name": domain}), 409, "CONFLICT")
-    error(bob.client.post("/projects/one/domains", json={"name": domain}), 409, "CONFLICT")
+    # An unverified claim blocks nobody (docs/security.md): another project and another account claim it too,
+    # each with a TXT value of its own.
+    assert alice.client.post("/projects/two/domains", json={"name": domain}).status_code == 201
+    r = bob.client.post("/projects/one/domains", json={"name": domain})
+    assert r.status_code == 201
+    bobs = r.json()
+    assert bobs["id"] != alices["id"] and bobs["verification"]["value"] != alices["verification"]["value"]
 
-    assert bob.client.get("/projects/one/domains").json() == []
-    error(bob.client.post(f"/projects/one/domains/{domain}/verify"), 404, "NOT_FOUND")
-    error(bob.client.delete(f"/projects/one/domains/{domain}"), 404, "NOT_FOUND")
+    # Each claim is its own project's: bob sees and removes his, and reaches nothing of alice's.
+    assert [d["id"] for d in bob.client.get("/projects/one/domains").json()] == [bobs["id"]]
     alice_one = alice.client.get("/projects/one").json()["id"]
     error(bob.client.get(f"/projects/{alice_one}/domains"), 404, "NOT_FOUND")
+    error(bob.client.post(f"/projects/{alice_one}/domains/{domain}/verify"), 404, "NOT_FOUND")
     error(bob.client.delete(f"/projects/{alice_one}/domains/{domain}"), 404, "NOT_FOUND")
+    assert bob.client.delete(f"/projects/one/domains/{domain}").json()["id"] == bobs["id"]
+    error(bob.client.post(f"/projects/one/domains/{domain}/verify"), 404, "NOT_FOUND")
+    error(bob.client.delete(f"/projects/one/domains/{domain}"), 404, "NOT_FOUND")
+    assert [d["id"] for d in alice.client.get("/projects/one/domains").json()] == [alices["id"]]
 
     r = alice.client.delete(f"/projects/one/domains/{domain}")
     assert r.status_code == 200 and r.json()["name"] == domain

@@ -201,6 +201,8 @@ class DomainPublic(BaseModel):
     verification: DomainVerification
     created_at: datetime
     verified_at: datetime | None
+    expires_at: datetime | None = Field(description="When this claim lapses unless verified first; null once "
+                                                    "verified")
 
 
 # Billing

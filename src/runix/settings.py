@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     mail_from: str = Field("Runix <no-reply@runix.localhost>", description="Sender of sign-in mail.")
     secret_key: str | None = Field(None, description="Fernet key for env values; default: a key file in the data dir.")
     dns_resolver: str | None = Field(None, description="host[:port] of the DNS server used to verify domains.")
+    domain_claim_ttl_hours: float = Field(72.0, gt=0, description="Hours an unverified custom domain is kept: "
+                                                                  "unverified by then, the claim is deleted.")
 
     rate_limit_per_minute: int | None = Field(None, description="Overrides every plan's requests/minute.")
     disk_quota_mb: int | None = Field(None, ge=1, description="Sources and releases per account, in MB, for every "

@@ -139,15 +139,27 @@ class EnvVar(Base):
 
 
 class Domain(Base):
+    """A project's claim on a custom domain. Claims on one name may be many (an unverified claim blocks nobody);
+    at most one of them is verified, and only that one is served (ux_domains_verified_name, below)."""
+
     __tablename__ = "domains"
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_domains_project_id_name"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(253), unique=True)
+    name: Mapped[str] = mapped_column(String(253))
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
-    verification_token: Mapped[str] = mapped_column(String(64))
+    verification_token: Mapped[str] = mapped_column(String(64))  # random per claim: one claim's TXT proves no other
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When an unverified claim lapses (RUNIX_DOMAIN_CLAIM_TTL_HOURS after it was made or lost its verification);
+    # None while verified.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+
+
+# The first verification of a name wins: a second verified row for it fails to commit, however the two race.
+Index("ux_domains_verified_name", Domain.name, unique=True,
+      sqlite_where=Domain.verified.is_(True), postgresql_where=Domain.verified.is_(True))
 
 
 class Deployment(Base):

@@ -20,6 +20,7 @@ from runix.pipeline.disk import MB
 from runix.plans import PLANS, get_plan
 from runix.ratelimit import Quota
 from runix.schemas import BillingPublic, CheckoutPublic
+from runix.services import domains as domain_service
 from runix.services import payments, projects
 from runix.settings import Settings
 
@@ -87,7 +88,7 @@ def summary(ctx: Runix, s: Session, account: Account) -> BillingPublic:
     disk_mb, cache_mb = disk_quotas_mb(ctx.settings, account.plan)
     limits = plan.limits() | {"requests_per_minute": rpm, "disk_mb": disk_mb, "build_cache_mb": cache_mb}
     domains = s.scalar(select(func.count()).select_from(Domain).join(Project, Project.id == Domain.project_id)
-                       .where(Project.account_id == account.id)) or 0
+                       .where(Project.account_id == account.id, domain_service.live())) or 0
     usage = {
         "requests_this_minute": rpm - ctx.limiter.peek("api", account.id, rpm, "minute").remaining,
         "deploys_this_hour": plan.deploys_per_hour

@@ -14,7 +14,8 @@ router = APIRouter(prefix="/projects/{project}/domains", tags=["domains"], respo
 
 @router.post("", status_code=201, response_model=DomainPublic, responses=responses(403, 409))
 def add_domain(project: str, body: DomainCreate, account: CurrentAccount, ctx: Ctx, db: Db) -> DomainPublic:
-    """Attaches a domain; create the TXT record in `verification`, then call verify."""
+    """Claims a domain (unverified until verify; it lapses at `expires_at`); create the TXT record in
+    `verification`, then call verify."""
     return domains.public(domains.add(ctx, db, account, project, body.name))
 
 
@@ -23,9 +24,10 @@ def list_domains(project: str, account: CurrentAccount, db: Db) -> list[DomainPu
     return [domains.public(d) for d in domains.list_for(db, account, project)]
 
 
-@router.post("/{name}/verify", response_model=DomainPublic)
+@router.post("/{name}/verify", response_model=DomainPublic, responses=responses(409))
 def verify_domain(project: str, name: str, account: CurrentAccount, ctx: Ctx, db: Db) -> DomainPublic:
-    """Looks up the TXT record; once verified the domain serves the production deployment."""
+    """Looks up the TXT record; once verified the domain serves the production deployment. 409 while another
+    project holds the name verified and this claim's TXT value is not found."""
     return domains.public(domains.verify(ctx, db, account, project, name))
 
 
