@@ -37,8 +37,9 @@ from runix.ids import new_id  # noqa: E402
 from tests.support import read_code  # noqa: E402
 
 
-def sign_in(url: str, maildir: Path) -> str:
-    email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
+def sign_in(url: str, maildir: Path, email: str) -> str:
+    """A session token for `email`, on the Enterprise plan (the server makes it an admin, so its own move up
+    applies at once)."""
     httpx.post(f"{url}/auth/email", json={"email": email}, timeout=10).raise_for_status()
     code = read_code(maildir, email)
     r = httpx.post(f"{url}/auth/email/verify", json={"email": email, "code": code}, timeout=10)
@@ -94,6 +95,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="runix-bench-api-") as tmp:
         data = Path(tmp) / "data"
+        emails = [f"bench-{uuid.uuid4().hex[:8]}@example.com" for _ in range(2)]
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = {
@@ -102,10 +104,11 @@ def main() -> None:
             "RUNIX_ROUTER_PORT": str(free_port()),
             "RUNIX_LOG_LEVEL": "warning",
             "RUNIX_RATE_LIMIT_PER_MINUTE": str(10**9),
+            "RUNIX_ADMIN_EMAILS": ",".join(emails),
         }
         runix = str(Path(PYTHON).parent / "runix")
         with background([runix, "server"], port=port, env=env, log=Path(tmp) / "server.log") as server:
-            big, small = sign_in(url, data / "mail"), sign_in(url, data / "mail")
+            big, small = (sign_in(url, data / "mail", email) for email in emails)
             db = Database(f"sqlite:///{data / 'runix.db'}")
             seed_projects(db, email_of(url, big), 10_000, "big")
             seed_projects(db, email_of(url, small), 100, "small")

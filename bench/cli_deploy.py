@@ -142,7 +142,7 @@ def main() -> None:
     ):
         account = server.sign_in()
         api = account.client
-        assert api.put("/billing/plan", json={"plan": "enterprise"}).status_code == 200
+        server.set_plan(account, "enterprise")
         token = api.post("/auth/cli-token", json={"name": "bench"}).json()["token"]
         folders = {}
         for name in ("bench-cli", "bench-curl", "bench-httpx"):
