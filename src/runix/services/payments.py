@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import structlog
 
-from runix.errors import BadRequest, RunixError
+from runix.errors import BadRequest, NotFound, RunixError
 from runix.plans import Plan
 from runix.settings import Settings
 
@@ -108,8 +108,8 @@ def cancel_subscriptions(settings: Settings, account_id: str) -> int:
 def parse_webhook(settings: Settings, body: bytes, signature: str | None, now: float | None = None) -> WebhookEvent:
     """The event in a webhook, once its signature is checked; raises BadSignature otherwise."""
     secret = settings.payments_webhook_secret
-    if not secret:
-        raise BadSignature("This server has no webhook secret (RUNIX_PAYMENTS_WEBHOOK_SECRET) to check events with")
+    if not secret:  # this server takes no payments: there is no webhook to call
+        raise NotFound("This server takes no payments (no RUNIX_PAYMENTS_WEBHOOK_SECRET), so it has no webhook")
     parts: dict[str, list[str]] = {}
     for item in (signature or "").split(","):
         key, _, value = item.strip().partition("=")

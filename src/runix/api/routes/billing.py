@@ -42,11 +42,11 @@ def set_account_plan(account: str, body: PlanChange, admin: CurrentAccount, ctx:
     return billing.set_plan_as_admin(ctx, db, admin, account, body.plan)
 
 
-@webhooks.post("/webhook", responses=responses(400))
+@webhooks.post("/webhook", responses=responses(400, 404))
 async def payment_webhook(request: Request, ctx: Ctx, db: Db,
                           stripe_signature: Annotated[str | None, Header()] = None) -> dict[str, bool]:
     """Events of the payment provider (checkout paid, subscription ended), signed with RUNIX_PAYMENTS_WEBHOOK_SECRET;
-    400 BAD_SIGNATURE when the signature does not check out."""
+    400 BAD_SIGNATURE when the signature does not check out; 404 on a server that takes no payments."""
     body = await request.body()
     await run_in_threadpool(billing.handle_webhook, ctx, db, body, stripe_signature)
     return {"received": True}
