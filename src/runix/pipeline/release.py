@@ -393,8 +393,7 @@ async def build_release(layout: Layout, settings: Settings, deployment_id: str, 
 
 def remove_caches(layout: Layout, account_id: str, project_id: str) -> None:
     """Deletes a project's build caches (the project is gone), once no build of its account holds them."""
-    layout.cache.mkdir(parents=True, exist_ok=True)
-    fd = os.open(_cache_lock(layout, account_id), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = _open_cache_lock(layout, account_id)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         for folder in layout.project_caches(account_id, project_id):
@@ -403,9 +402,12 @@ def remove_caches(layout: Layout, account_id: str, project_id: str) -> None:
         os.close(fd)
 
 
-def _cache_lock(layout: Layout, scope: str) -> Path:
-    account = scope.split("/")[0]  # the account's projects share one quota, so their builds take turns
-    return layout.cache / f".{account}.lock"
+def _open_cache_lock(layout: Layout, scope: str) -> int:
+    """The lock file of a scope's account (not yet locked): the account's projects share one quota, so their
+    builds take turns with its caches."""
+    layout.cache.mkdir(parents=True, exist_ok=True)
+    account = scope.split("/")[0]
+    return os.open(layout.cache / f".{account}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
 
 @contextlib.asynccontextmanager
@@ -416,8 +418,7 @@ async def _caches_held(layout: Layout, scope: str | None) -> AsyncIterator[None]
     if scope is None:
         yield
         return
-    layout.cache.mkdir(parents=True, exist_ok=True)
-    fd = os.open(_cache_lock(layout, scope), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = _open_cache_lock(layout, scope)
     try:
         while True:
             try:

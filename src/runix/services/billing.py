@@ -120,7 +120,7 @@ def change_plan(ctx: Runix, s: Session, account: Account, plan_name: str) -> Bil
     if plan_name == _free_plan() and account.plan != plan_name and payments.configured(ctx.settings):
         # Ended at the provider first: a move to the free plan that still paid would be worse than one refused.
         payments.cancel_subscriptions(ctx.settings, account.id)
-    return summary(ctx, s, _set_plan(s, account, plan_name))
+    return summary(ctx, s, _store_plan(s, account, plan_name))
 
 
 def set_plan_as_admin(ctx: Runix, s: Session, admin: Account, target: str, plan_name: str) -> BillingPublic:
@@ -178,6 +178,11 @@ def _check_room(s: Session, account: Account, plan_name: str) -> None:
 
 def _set_plan(s: Session, account: Account, plan_name: str) -> Account:
     _check_room(s, account, plan_name)
+    return _store_plan(s, account, plan_name)
+
+
+def _store_plan(s: Session, account: Account, plan_name: str) -> Account:
+    """Saves a plan change already checked to fit (`_check_room`)."""
     account = s.merge(account)  # the API's account is detached (see auth.authenticate_fast)
     account.plan = plan_name
     s.commit()
