@@ -146,10 +146,20 @@ class Deployer:
             task.cancel()
         # Each part gets a bounded time, so one that hangs cannot keep the server from stopping.
         await self._stop_part("background tasks", asyncio.gather(*self._tasks, return_exceptions=True), 5)
-        await self._stop_part("build queue", self.queue.stop(), 15)
+        await self._stop_part("build queue", self._stop_builds(), 15)
         await self._stop_part("router", self.router.stop(), 5)
         await self._stop_part("apps", self.runtime.stop_all(), 10)
         await self._stop_part("event store", self.events.stop(), 5)
+
+    async def _stop_builds(self) -> None:
+        """Cancels the builds; each goes back to QUEUED. A build canceled before its pipeline reached its own handler
+        (between claiming the row and entering the try) is moved back here, so none is left BUILDING to end in ERROR
+        on the next start."""
+        ids = await self.queue.stop()
+        for deployment_id in ids:
+            if await self._move(deployment_id, IN_PROGRESS, "QUEUED", build_started_at=None):
+                log.warning("build moved back to the queue by the stop", deployment_id=deployment_id)
+                await self._discard(deployment_id)
 
     async def _stop_follows(self) -> bool:
         """Whether the server stops within its graceful-shutdown time: after a signal to its process group, the
@@ -352,7 +362,7 @@ class Deployer:
 
     async def _interrupted(self, deployment_id: str) -> None:
         """A build task was canceled: by the user (already CANCELED) or by the server stopping (queued again)."""
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.shield(self._discard(deployment_id))
             if self._stopping:
                 await asyncio.shield(self._move(deployment_id, IN_PROGRESS, "QUEUED", build_started_at=None))
@@ -361,6 +371,8 @@ class Deployer:
                 await asyncio.shield(self._move(deployment_id, IN_PROGRESS, "CANCELED", finished_at=utcnow(),
                                                 error="Canceled before it was ready"))
                 await asyncio.shield(self.events.settled(deployment_id, "CANCELED"))
+        except Exception:  # the stop's sweep (`_stop_builds`) or the next start puts the row right
+            log.exception("a canceled build could not be put back", deployment_id=deployment_id)
 
     async def _discard(self, deployment_id: str) -> None:
         """Stops whatever a failed or canceled deployment had started and removes its release."""
@@ -541,7 +553,15 @@ class Deployer:
             with self.ctx.db.session() as s:
                 return deployment_service.transition(s, deployment_id, from_statuses, to_status, **fields)
 
-        return await asyncio.to_thread(move)
+        # A write that has begun is waited for even when the task is canceled meanwhile, so whoever cancels it (the
+        # stop's sweep, a user's cancel) sees the row as the write left it, never a write that lands afterwards.
+        writing = asyncio.ensure_future(asyncio.to_thread(move))
+        try:
+            return await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await writing
+            raise
 
     def _set_production(self, project_id: str, deployment_id: str, status: str, only_if_newer: bool = False) -> bool:
         """Points the project's production URLs at the deployment if it is still in `status`; with `only_if_newer`,
