@@ -25,6 +25,7 @@ EXAMPLES = ROOT / "examples"
 SETTLED = {"READY", "ERROR", "CANCELED"}
 HEALTH_TIMEOUT = 6
 IDLE_TIMEOUT = 3
+ROLLBACK_WARM_SECONDS = 6
 
 # A server from Python's standard library (no dependencies to install): answers its version and GREETING, and
 # exits on /crash (to see the runtime restart it).
@@ -117,7 +118,7 @@ class Router:
 def deploy_server(tmp_path_factory: pytest.TempPathFactory, dns: LoopbackDns) -> Iterator[RunixServer]:  # noqa: F811
     env = {"RUNIX_DNS_RESOLVER": dns.address, "RUNIX_RATE_LIMIT_PER_MINUTE": "100000",
            "RUNIX_HEALTH_TIMEOUT": str(HEALTH_TIMEOUT), "RUNIX_IDLE_TIMEOUT": str(IDLE_TIMEOUT),
-           "RUNIX_MAX_SOURCE_FILES": "300",
+           "RUNIX_ROLLBACK_WARM_SECONDS": str(ROLLBACK_WARM_SECONDS), "RUNIX_MAX_SOURCE_FILES": "300",
            "RUNIX_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024), "RUNIX_MAX_UNPACKED_BYTES": str(20 * 1024 * 1024)}
     with running_server(tmp_path_factory.mktemp("deploys"), **env) as server:
         yield server
@@ -390,6 +391,31 @@ def test_preview_sleeps_when_idle_wakes_on_request_and_restarts_after_a_crash(us
         time.sleep(0.1)
     assert r.text == "v1 -"
     assert "exited with code 3" in events_text(user, production["id"])
+
+
+def wait_for_event(account: Account, deployment_id: str, text: str, within: float) -> None:
+    deadline = time.monotonic() + within
+    while text not in events_text(account, deployment_id):
+        assert time.monotonic() < deadline, f"no event saying {text!r} within {within}s"
+        time.sleep(0.2)
+
+
+def test_only_the_previous_production_deployment_stays_running_and_only_for_a_while(
+        user: Account, router: Router) -> None:
+    new_project(user, "redeploys")
+    v1 = deploy(user, "redeploys", stdlib_app("v1"))
+    v2 = deploy(user, "redeploys", stdlib_app("v2"))
+    v3 = deploy(user, "redeploys", stdlib_app("v3"))
+    # v3 is production, v2 the rollback target, v1 goes to sleep at once (not after the idle timeout).
+    wait_for_event(user, v1["id"], "Asleep: newer production deployments replaced it", within=IDLE_TIMEOUT)
+    assert "Asleep" not in events_text(user, v2["id"])
+    assert router.get(host_of(v2["url"])).text == "v2 -"
+    assert router.get(host_of(v1["url"])).text == "v1 -"  # asleep, it wakes on request
+    # Past its rollback window, v2 sleeps when idle like any other; production never does.
+    wait_for_event(user, v2["id"], "Asleep after", within=ROLLBACK_WARM_SECONDS + IDLE_TIMEOUT * 4)
+    assert "Asleep" not in events_text(user, v3["id"])
+    assert user.client.post(f"/deployments/{v2['id']}/promote").status_code == 200  # a rollback wakes it
+    assert router.get("redeploys.localhost").text == "v2 -"
 
 
 def test_delete_a_deployment_stops_it_and_frees_its_url(user: Account, router: Router) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 from pathlib import Path
 
@@ -39,6 +40,14 @@ class Vault:
             return self._fernet.decrypt(ciphertext.encode()).decode()
         except InvalidToken as exc:  # a changed server key: fail loudly rather than serve garbage
             raise RuntimeError("cannot decrypt a stored secret: was RUNIX_SECRET_KEY changed?") from exc
+
+    def seal_env(self, env: dict[str, str]) -> str:
+        """A deployment's env var snapshot, encrypted as it is stored."""
+        return self.encrypt(json.dumps(env))
+
+    def open_env(self, sealed: str | None) -> dict[str, str]:
+        """The env var snapshot `seal_env` made (empty for a deployment stored without one)."""
+        return json.loads(self.decrypt(sealed)) if sealed else {}
 
     def keyed_hash(self, value: str) -> str:
         """HMAC-SHA256 of a short secret (a 6-digit code would fall to a plain hash by brute force)."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 
 from runix.errors import ValidationFailed
+from runix.ids import short_id
 
 _PROJECT = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+MAX_LABEL = 63
 RESERVED_PROJECT_NAMES = frozenset({"api", "www", "dashboard", "admin", "runix"})
 
 
@@ -35,3 +37,9 @@ def domain_name(raw: str) -> str:
             details=[{"field": "name", "value": raw}],
         )
     return name
+
+
+def host_label(project_slug: str, deployment_id: str) -> str:
+    """A deployment's own host label, `<project>-<short id>`, within the 63 characters of a DNS label."""
+    suffix = short_id(deployment_id)
+    return f"{project_slug[: MAX_LABEL - len(suffix) - 1]}-{suffix}"

@@ -7,7 +7,7 @@ import sys
 
 import uvicorn
 
-from runix.api.app import create_app
+from runix.app import create_app
 from runix.pipeline.cells import IsolationUnavailable
 from runix.settings import Settings
 

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     build_timeout: float = Field(600.0, description="Seconds a build may take.")
     health_timeout: float = Field(60.0, description="Seconds an app has to answer HTTP after it starts.")
     idle_timeout: float = Field(900.0, description="Seconds without traffic before a non-production app sleeps.")
+    rollback_warm_seconds: float = Field(
+        3600.0, ge=0, description="Seconds the previous production deployment keeps running after a promote, as the "
+                                  "instant-rollback target; then it sleeps when idle like any other (older ones sleep "
+                                  "at once). Asleep, a rollback still works: it waits for the app to start.")
     sandbox: bool = Field(True, description="Isolate builds and apps (bubblewrap, own uid, cgroup and network); "
                                             "false runs them as root on the host: trusted code only.")
     sandbox_uid_base: int = Field(200_000, ge=1000, description="First of the uids reserved for sandboxes.")

@@ -23,8 +23,8 @@ from runix.pipeline.events import Event
 from runix.plans import get_plan
 from runix.schemas import EnvVarCreate, EnvVarUpdate, ProjectCreate, ProjectUpdate
 from runix.services import deployments, domains, env, projects
+from runix.statuses import ACTIVE, STATUSES
 
-ACTIVE = ("QUEUED", "BUILDING", "DEPLOYING")
 DEPLOYMENTS_PER_PAGE = 50
 PROJECTS_PER_PAGE = 60
 LOG_LINES_PER_POLL = 2000
@@ -125,7 +125,7 @@ def _deployments_context(c: Call, project: Project | None) -> dict[str, Any]:
     rows = deployments.public_list(c.ctx, c.db, found.items)
     filters = {k: v for k, v in query.items() if v and k != "cursor"}
     return {"deployments": rows, "live": any(d.status in ACTIVE for d in rows), "filters": filters,
-            "statuses": deployments.STATUSES, "targets": deployments.TARGETS,
+            "statuses": STATUSES, "targets": deployments.TARGETS,
             "query": urlencode({k: v for k, v in query.items() if v}),
             "older": urlencode(filters | {"cursor": found.next_cursor}) if found.next_cursor else None}
 

@@ -1,12 +1,13 @@
 """The deployer: drives each deployment through queue -> build -> release -> run -> route, and keeps apps served.
 
 It owns the build queue, the runtime, the router and the event store, and is what `ctx.deployer` points at while the
-server runs. Status changes are compare-and-set updates (services.deployments.transition), so a cancel from the API and
+server runs. Status changes are compare-and-set updates (runix.statuses.transition), so a cancel from the API and
 a finishing build never both win.
 
-Which apps run: the production deployment of each project and the previous one (the rollback target) stay warm;
-every other READY deployment sleeps after `idle_timeout` without traffic and is woken by the router on its next
-request. After a restart, warm ones start at once and the rest wake on demand.
+Which apps run: the production deployment of each project stays warm, and so does the previous one (the rollback
+target) for `rollback_warm_seconds` after it was replaced; older production deployments sleep as soon as a promote
+makes them older, and every other READY deployment sleeps after `idle_timeout` without traffic. The router wakes a
+sleeping one on its next request. After a restart, warm ones start at once and the rest wake on demand.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy import or_, select, update
 from runix.context import Runix
 from runix.db.models import Account, Deployment, Domain, Project, utcnow
 from runix.errors import Conflict, NotFound
+from runix.names import host_label
 from runix.pipeline import release as releases
 from runix.pipeline.build import BuildFailed, BuildInterrupted, ProjectBuildSettings, Release, ReleaseDamaged
 from runix.pipeline.cells import CellLimits, CellPool
@@ -34,13 +36,12 @@ from runix.pipeline.router import Router, Upstream, make_router
 from runix.pipeline.runtime import Address, AppFailed, AppSpec, Runtime, make_runtime
 from runix.pipeline.worker import BuildJob, BuildQueue
 from runix.plans import get_plan
-from runix.services import billing
-from runix.services import deployments as deployment_service
 from runix.settings import Settings
+from runix.statuses import IN_PROGRESS, transition
+from runix.usage import disk_quotas_mb, disk_used
 
 log = structlog.get_logger("runix.deployer")
 
-IN_PROGRESS = ("BUILDING", "DEPLOYING")
 DRAIN_SECONDS = 10.0
 WARM_START_PARALLEL = 4
 
@@ -81,8 +82,8 @@ SOURCE_GRACE_SECONDS = 600.0
 def disk_quota(settings: Settings, s: Any, account_id: str, plan_name: str) -> DiskQuota:
     """What a build of this account may still put on disk: the rest of its quota for sources and releases, and its
     build-cache quota."""
-    disk_mb, cache_mb = billing.disk_quotas_mb(settings, plan_name)
-    room = disk_mb * MB - billing.disk_used(s, account_id)
+    disk_mb, cache_mb = disk_quotas_mb(settings, plan_name)
+    room = disk_mb * MB - disk_used(s, account_id)
     return DiskQuota(release_bytes=max(0, room), cache_bytes=cache_mb * MB)
 
 
@@ -188,7 +189,7 @@ class Deployer:
         with self.ctx.db.session() as s:
             interrupted = s.scalars(select(Deployment.id).where(Deployment.status.in_(IN_PROGRESS))).all()
             for deployment_id in interrupted:
-                deployment_service.transition(s, deployment_id, IN_PROGRESS, "ERROR", finished_at=utcnow(),
+                transition(s, deployment_id, IN_PROGRESS, "ERROR", finished_at=utcnow(),
                                               error="Interrupted by a server restart: deploy again")
                 self._system(deployment_id, "Interrupted by a server restart")
                 releases.remove_release(self.ctx.layout, deployment_id)  # whatever the build had made of it
@@ -254,6 +255,7 @@ class Deployer:
             await self._promotable(deployment_id)  # says why: gone, or no longer READY
             raise Conflict("The deployment is being deleted, so it cannot be promoted")
         self._system(deployment_id, "Promoted to production")
+        self._spawn(self._sleep_superseded(row.project_id))
 
     async def _promotable(self, deployment_id: str) -> Deployment:
         row = await asyncio.to_thread(self._deployment, deployment_id)
@@ -347,6 +349,8 @@ class Deployer:
         url = self.ctx.app_url(job.host_label)
         self._system(deployment_id, f"Ready at {url}" + (" (production)" if promoted else ""))
         await self.events.settled(deployment_id, "READY")
+        if promoted:
+            await self._sleep_superseded(job.project_id)
 
     async def _run(self, spec: AppSpec) -> None:
         async with self._lock(spec.deployment_id):
@@ -464,6 +468,25 @@ class Deployer:
                 self._system(deployment_id, f"Asleep after {self.settings.idle_timeout:g}s without requests; "
                                             "the next request wakes it")
 
+    async def _sleep_superseded(self, project_id: str) -> None:
+        """After a promote: earlier production deployments of the project, but for the previous one (the rollback
+        target), sleep now rather than after `idle_timeout`, so redeploys never pile up running apps."""
+        running = [d for d in self.runtime.running() if not self.queue.is_queued(d)]
+        for deployment_id in await asyncio.to_thread(self._superseded, project_id, running):
+            if self.router.inflight(deployment_id):
+                continue  # busy: the idle check puts it to sleep once its requests are done
+            await self._retire(deployment_id, remove=False)
+            self._system(deployment_id, "Asleep: newer production deployments replaced it (the one before the current "
+                                        "stays running for instant rollback); the next request wakes it")
+
+    def _superseded(self, project_id: str, running: list[str]) -> list[str]:
+        with self.ctx.db.sessions() as s:
+            rows = s.execute(select(Deployment.id, Deployment.meta).where(
+                Deployment.project_id == project_id, Deployment.id.in_(running))).all()
+            was_production = [r.id for r in rows if (r.meta or {}).get("promoted_at") is not None]
+            warm = self._warm_ids(s, was_production) if was_production else set()
+        return [d for d in was_production if d not in warm]
+
     # Routes
     async def refresh_routes(self) -> None:
         """Rebuilds the router's whole table from the database and swaps it in at once."""
@@ -492,7 +515,7 @@ class Deployer:
             rows = s.execute(select(Deployment.id, Project.slug, Project.production_deployment_id)
                              .join(Project, Project.id == Deployment.project_id).where(live)).all()
             for row in rows:
-                table[f"{deployment_service.host_label(row.slug, row.id)}.{domain}"] = row.id
+                table[f"{host_label(row.slug, row.id)}.{domain}"] = row.id
                 if row.production_deployment_id == row.id:
                     table[f"{row.slug}.{domain}"] = row.id
             productions = {row.id for row in rows if row.production_deployment_id == row.id}
@@ -518,8 +541,8 @@ class Deployer:
             plan = self._plan_of(s, deployment)
             return _Job(deployment_id, project.id, deployment.account_id, deployment.target,
                         self.ctx.layout.source_archive(deployment.source_sha256),
-                        ProjectBuildSettings.from_project(project), deployment_service.env_of(self.ctx, deployment),
-                        deployment_service.host_label(project.slug, deployment.id), plan,
+                        ProjectBuildSettings.from_project(project), self.ctx.vault.open_env(deployment.env_encrypted),
+                        host_label(project.slug, deployment.id), plan,
                         disk_quota(self.settings, s, deployment.account_id, plan))
 
     def _spec_for_ready(self, deployment_id: str) -> AppSpec | None:
@@ -527,7 +550,7 @@ class Deployer:
             deployment = s.get(Deployment, deployment_id)
             if deployment is None or deployment.status != "READY":
                 return None
-            env = deployment_service.env_of(self.ctx, deployment)
+            env = self.ctx.vault.open_env(deployment.env_encrypted)
             plan = self._plan_of(s, deployment)
         try:
             release = releases.load_release(self.ctx.layout, deployment_id)
@@ -551,7 +574,7 @@ class Deployer:
     async def _move(self, deployment_id: str, from_statuses: tuple[str, ...], to_status: str, **fields: Any) -> bool:
         def move() -> bool:
             with self.ctx.db.session() as s:
-                return deployment_service.transition(s, deployment_id, from_statuses, to_status, **fields)
+                return transition(s, deployment_id, from_statuses, to_status, **fields)
 
         # A write that has begun is waited for even when the task is canceled meanwhile, so whoever cancels it (the
         # stop's sweep, a user's cancel) sees the row as the write left it, never a write that lands afterwards.
@@ -600,14 +623,18 @@ class Deployer:
             stmt = stmt.where(Deployment.project_id.in_(projects))
         warm: set[str] = set()
         previous: dict[str, tuple[float, str]] = {}
+        replaced_at: dict[str, float] = {}  # when the current production deployment took over from the previous
         for row in s.execute(stmt):
+            promoted_at = (row.meta or {}).get("promoted_at")
             if row.id == row.production_deployment_id:
                 warm.add(row.id)
-                continue
-            promoted_at = (row.meta or {}).get("promoted_at")
-            if promoted_at is not None and promoted_at > previous.get(row.project_id, (0.0, ""))[0]:
+                replaced_at[row.project_id] = promoted_at or time.time()
+            elif promoted_at is not None and promoted_at > previous.get(row.project_id, (0.0, ""))[0]:
                 previous[row.project_id] = (promoted_at, row.id)
-        return warm | {deployment_id for _, deployment_id in previous.values()}
+        # The rollback target stays warm only for `rollback_warm_seconds` after it was replaced.
+        now, window = time.time(), self.settings.rollback_warm_seconds
+        return warm | {deployment_id for project_id, (_, deployment_id) in previous.items()
+                       if now - replaced_at.get(project_id, now) < window}
 
     def _warm_of(self, deployment_ids: list[str]) -> set[str]:
         with self.ctx.db.sessions() as s:
@@ -661,6 +688,7 @@ class Deployer:
         task = asyncio.ensure_future(coro)
         self._spawned.add(task)
         task.add_done_callback(self._spawned.discard)
+        task.add_done_callback(_log_failure)
 
     def _ask(self, coro: Coroutine[Any, Any, Any], timeout: float = 60.0) -> Any:
         """Runs a coroutine on the deployer's loop from another thread and returns its result (or raises its error)."""
@@ -668,12 +696,28 @@ class Deployer:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def _call(self, coro: Coroutine[Any, Any, Any], *, wait: bool = False, timeout: float = 60.0) -> None:
-        """Runs a coroutine on the deployer's loop from any thread; with `wait`, blocks (off the loop) until done."""
+        """Runs a coroutine on the deployer's loop from any thread; with `wait`, blocks (off the loop) until done.
+        Its failure is logged, never swallowed: the caller (an API request that already changed the database) has
+        nothing better to do with it."""
         assert self._loop is not None
         if self._on_loop():
             self._spawn(coro)
             return
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        future.add_done_callback(_log_failure)
         if wait:
-            with contextlib.suppress(Exception):
+            try:
                 future.result(timeout)
+            except TimeoutError:
+                log.warning("background work goes on past its wait", seconds=timeout)
+            except Exception:  # noqa: S110 - logged by the callback
+                pass
+
+
+def _log_failure(done: Any) -> None:
+    """Done callback of background work: its exception goes to the log with its traceback."""
+    if done.cancelled():
+        return
+    exc = done.exception()
+    if exc is not None:
+        log.error("background work failed", exc_info=exc)

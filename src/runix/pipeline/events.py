@@ -32,10 +32,10 @@ from sqlalchemy import LargeBinary, cast, delete, func, select
 
 from runix.db.models import Deployment, DeploymentEvent
 from runix.db.session import Database
+from runix.statuses import SETTLED
 
 log = structlog.get_logger("runix.events")
 
-SETTLED = frozenset({"READY", "ERROR", "CANCELED"})
 MAX_LINE = 8192
 KEEPALIVE_SECONDS = 15.0
 TRUNCATED = "Build log truncated:"

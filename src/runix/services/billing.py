@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from runix.context import Runix
-from runix.db.models import Account, Deployment, Domain, Project
+from runix.db.models import Account, Domain, Project
 from runix.errors import BadRequest, Forbidden, NotFound, PaymentRequired, QuotaExceeded
 from runix.pipeline.disk import MB
 from runix.plans import PLANS, get_plan
@@ -22,7 +22,7 @@ from runix.ratelimit import Quota
 from runix.schemas import BillingPublic, CheckoutPublic
 from runix.services import domains as domain_service
 from runix.services import payments, projects
-from runix.settings import Settings
+from runix.usage import disk_quotas_mb, disk_used
 
 log = structlog.get_logger("runix.billing")
 
@@ -45,24 +45,6 @@ def hit_deploy_limit(ctx: Runix, account: Account) -> Quota:
     """Counts one deployment against the plan's hourly deploy limit (429 with Retry-After past it)."""
     limit = get_plan(account.plan).deploys_per_hour
     return ctx.limiter.hit("deploys", account.id, limit, "hour", f"deployments on the {account.plan} plan")
-
-
-def disk_used(s: Session, account_id: str) -> int:
-    """Bytes the account's sources and built releases take: what the plan's disk quota counts (build caches have
-    a quota of their own)."""
-    total = 0
-    for source_bytes, status, meta in s.execute(select(Deployment.source_bytes, Deployment.status, Deployment.meta)
-                                                .where(Deployment.account_id == account_id)):
-        total += source_bytes or 0
-        if status in ("DEPLOYING", "READY"):  # the others have no release (failed, canceled) or none yet
-            total += int((meta or {}).get("release_bytes", 0))
-    return total
-
-
-def disk_quotas_mb(settings: Settings, plan_name: str) -> tuple[int, int]:
-    """The plan's disk quotas (sources and releases; build caches), unless the server sets them for every plan."""
-    plan = get_plan(plan_name)
-    return settings.disk_quota_mb or plan.disk_mb, settings.build_cache_quota_mb or plan.build_cache_mb
 
 
 def check_disk_room(ctx: Runix, s: Session, account: Account, more_bytes: int = 0) -> None:

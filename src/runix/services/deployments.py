@@ -1,5 +1,5 @@
 """Deployments: create one from an uploaded source, list, read, cancel, delete. Promote lives in the deployer (it
-waits for the app to be healthy); the status changes of a running pipeline go through `transition` here.
+waits for the app to be healthy); every status change goes through `runix.statuses.transition`.
 
 The plan's deploy limit counts a deployment once its upload is accepted: a rejected archive costs no slot. When the
 account is already at its limit the upload is refused before it is stored.
@@ -7,16 +7,16 @@ account is already at its limit the upload is refused before it is stored.
 
 from __future__ import annotations
 
-import json
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from runix.context import Runix
 from runix.db.models import Account, Deployment, Project, utcnow
 from runix.errors import Conflict, NotFound, ValidationFailed
-from runix.ids import new_id, short_id
+from runix.ids import new_id
+from runix.names import host_label
 from runix.pipeline import source
 from runix.pipeline.events import EventStore, LocalHub
 from runix.plans import get_plan
@@ -24,17 +24,9 @@ from runix.schemas import DeploymentPublic
 from runix.services import billing, projects
 from runix.services import env as env_service
 from runix.services.pagination import Page, page
+from runix.statuses import CANCELABLE, STATUSES, transition
 
 TARGETS = ("production", "preview")
-STATUSES = ("QUEUED", "BUILDING", "DEPLOYING", "READY", "ERROR", "CANCELED")
-CANCELABLE = ("QUEUED", "BUILDING")
-MAX_LABEL = 63
-
-
-def host_label(project_slug: str, deployment_id: str) -> str:
-    """The deployment's own host label, `<project>-<short id>`, within the 63 characters of a DNS label."""
-    suffix = short_id(deployment_id)
-    return f"{project_slug[: MAX_LABEL - len(suffix) - 1]}-{suffix}"
 
 
 def get(s: Session, account: Account, deployment_id: str) -> Deployment:
@@ -69,17 +61,12 @@ def create(ctx: Runix, s: Session, account: Account, project_ref: str, target: s
     env = env_service.values_for_target(ctx, s, project.id, target)
     deployment = Deployment(id=new_id("dpl"), project_id=project.id, account_id=account.id, target=target,
                             status="QUEUED", source_sha256=stored.sha256, source_bytes=stored.size_bytes,
-                            env_encrypted=ctx.vault.encrypt(json.dumps(env)), meta={})
+                            env_encrypted=ctx.vault.seal_env(env), meta={})
     s.add(deployment)
     s.commit()
     if ctx.deployer is not None:
         ctx.deployer.enqueue(deployment.id, account.id, plan.concurrent_builds)
     return deployment
-
-
-def env_of(ctx: Runix, deployment: Deployment) -> dict[str, str]:
-    """The env var snapshot taken when the deployment was created."""
-    return json.loads(ctx.vault.decrypt(deployment.env_encrypted)) if deployment.env_encrypted else {}
 
 
 def event_store(ctx: Runix) -> EventStore:
@@ -98,17 +85,6 @@ def list_page(s: Session, account: Account, project_ref: str | None, status: str
     if target := _choice("target", target, TARGETS):
         stmt = stmt.where(Deployment.target == target)
     return page(s, stmt, Deployment.id, limit, cursor)
-
-
-def transition(s: Session, deployment_id: str, from_statuses: tuple[str, ...], to_status: str,
-               **fields: Any) -> bool:
-    """Moves a deployment to `to_status` only if it is still in one of `from_statuses` (a compare-and-set, so a
-    cancel and a finishing build cannot both win). Returns whether it moved."""
-    result = s.execute(update(Deployment)
-                       .where(Deployment.id == deployment_id, Deployment.status.in_(from_statuses))
-                       .values(status=to_status, **fields))
-    s.commit()
-    return bool(result.rowcount)
 
 
 def cancel(ctx: Runix, s: Session, account: Account, deployment_id: str) -> Deployment:

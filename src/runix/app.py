@@ -1,4 +1,5 @@
-"""The ASGI app: the REST API at the root paths, the dashboard under /dashboard."""
+"""The ASGI app, put together from the REST API (runix.api, at the root paths) and the dashboard (runix.dashboard,
+under /dashboard, with the browser's GitHub sign-in under /auth/github). The API itself never imports the dashboard."""
 
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ from prometheus_client import CollectorRegistry
 from runix import __version__
 from runix.api import errors
 from runix.api.middleware import BodyLimit, Metrics, NulInPath, RateLimitHeaders, Unexpected
-from runix.api.routes import auth, billing, device, domains, env, github, platform, projects, user
+from runix.api.routes import auth, billing, device, domains, env, platform, projects, user
 from runix.context import Runix
 from runix.logging import configure_logging
 from runix.settings import Settings, get_settings
 
 API_ROUTERS = [auth.router, user.router, projects.router, env.router, domains.router, billing.router,
-               billing.webhooks, platform.router, device.router, github.router]
+               billing.webhooks, platform.router, device.router]
 
 
 def create_app(settings: Settings | None = None, ctx: Runix | None = None, *, run_pipeline: bool = True) -> FastAPI:
@@ -83,7 +84,9 @@ def _include_deployments(app: FastAPI) -> None:
 
 def _include_dashboard(app: FastAPI) -> None:
     from runix import dashboard
+    from runix.dashboard import github
 
+    app.include_router(github.router)
     dashboard.mount(app)
 
 
