@@ -76,18 +76,18 @@ def test_sensitive_values_are_never_returned(account: Account) -> None:
     c, p = account.client, project(account)
     secret = f"sk-live-{uuid.uuid4().hex}"
     r = c.post(f"/projects/{p}/env", json={"key": "STRIPE_KEY", "value": secret, "type": "sensitive"})
-    assert r.status_code == 201 and r.json()["value"] is None and secret not in r.text
+    assert r.status_code == 201 and "value" not in r.json() and secret not in r.text
     var_id = r.json()["id"]
     listed = c.get(f"/projects/{p}/env")
-    assert secret not in listed.text and listed.json()[0]["value"] is None
+    assert secret not in listed.text and "value" not in listed.json()[0]
     newer = f"sk-live-{uuid.uuid4().hex}"
     r = c.patch(f"/projects/{p}/env/{var_id}", json={"value": newer})
-    assert r.status_code == 200 and r.json()["value"] is None and newer not in r.text
+    assert r.status_code == 200 and "value" not in r.json() and newer not in r.text
     r = c.delete(f"/projects/{p}/env/{var_id}")
     assert r.status_code == 200 and newer not in r.text
     plain = c.post(f"/projects/{p}/env", json={"key": "P", "value": "visible"}).json()
     r = c.patch(f"/projects/{p}/env/{plain['id']}", json={"type": "sensitive"})
-    assert r.status_code == 200 and r.json()["value"] is None
+    assert r.status_code == 200 and "value" not in r.json()
     assert "visible" not in c.get(f"/projects/{p}/env").text
 
 
@@ -144,3 +144,17 @@ def test_pages_by_key_with_a_link_header(account: Account) -> None:
     error(c.get(f"/projects/{p}/env?cursor={foreign['id']}"), 400, "VALIDATION_ERROR")
     error(c.get("/projects/nope/env?limit=3"), 404, "NOT_FOUND")
 
+
+def test_a_sensitive_value_is_absent_and_the_schema_says_so(account: Account) -> None:
+    """`value` is left out (not null) for a sensitive variable, kept for a plain one even when empty, and the
+    OpenAPI schema describes it as a string that is not required."""
+    c, p = account.client, project(account)
+    hidden = c.post(f"/projects/{p}/env", json={"key": "TOKEN", "value": "hidden", "type": "sensitive"}).json()
+    empty = c.post(f"/projects/{p}/env", json={"key": "EMPTY", "value": ""}).json()
+    assert "value" not in hidden and empty["value"] == ""
+    assert [("value" in v) for v in c.get(f"/projects/{p}/env").json()] == [True, False]  # EMPTY, TOKEN
+    removed = c.delete(f"/projects/{p}/env/{hidden['id']}")
+    assert removed.status_code == 200 and "value" not in removed.json() and "hidden" not in removed.text
+    schema = c.get("/openapi.json").json()["components"]["schemas"]["EnvVarPublic"]
+    assert "value" not in schema["required"] and schema["properties"]["value"] == {
+        "type": "string", "title": "Value", "description": schema["properties"]["value"]["description"]}

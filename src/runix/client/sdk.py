@@ -4,7 +4,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Any, Literal, TypedDict
+from typing import IO, Any, Literal, NotRequired, TypedDict
 from urllib.parse import quote, urlencode
 
 from runix import __version__
@@ -97,7 +97,7 @@ class DeploymentEvent(TypedDict, total=False):
 class EnvVar(TypedDict):
     id: str
     key: str
-    value: str | None
+    value: NotRequired[str]  # absent for a sensitive variable (write-only)
     targets: list[str]
     type: str
     created_at: str

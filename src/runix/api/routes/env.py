@@ -16,7 +16,7 @@ router = APIRouter(prefix="/projects/{project}/env", tags=["env vars"], response
 @router.get("", response_model=list[EnvVarPublic])
 def list_env(project: str, request: Request, response: Response, account: CurrentAccount, ctx: Ctx, db: Db,
              limit: Limit = 20, cursor: Cursor = None) -> list[EnvVarPublic]:
-    """The project's env vars by key (A to Z); values of sensitive ones are never returned."""
+    """The project's env vars by key (A to Z); a sensitive one has no `value` (it is write-only)."""
     page = env.list_page(db, account, project, limit, cursor)
     link_next(request, response, page.next_cursor)
     return [env.public(ctx, v) for v in page.items]
