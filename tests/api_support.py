@@ -22,6 +22,37 @@ def error(r: httpx.Response, status: int, code: str) -> dict:
     return body
 
 
+def all_pages(client: httpx.Client, path: str, limit: int) -> list[list[dict]]:
+    """Every page of a list, `limit` at a time, following its `Link: <…>; rel="next"` headers."""
+    pages, url = [], f"{path}?limit={limit}"
+    while url:
+        r = client.get(url)
+        assert r.status_code == 200, r.text
+        pages.append(r.json())
+        url = r.links.get("next", {}).get("url")
+        assert len(pages) < 50
+    return pages
+
+
+def assert_paginated(client: httpx.Client, path: str, ids_in_order: list[str]) -> None:
+    """The documented pagination of a list holding exactly `ids_in_order`: pages of `?limit=` items in that order,
+    a Link to the next page on all but the last (also when the last is full), and 400 VALIDATION_ERROR for a limit
+    outside 1-100 or a malformed cursor."""
+    count = len(ids_in_order)
+    for limit in (3, count, 100):
+        pages = all_pages(client, path, limit)
+        assert [len(p) for p in pages] == [limit] * (count // limit) + ([count % limit] if count % limit else [])
+        assert [item["id"] for page in pages for item in page] == ids_in_order
+    whole = client.get(path)
+    assert [item["id"] for item in whole.json()] == ids_in_order[:20] and "link" not in whole.headers  # default 20
+    link = client.get(f"{path}?limit=3").headers["link"]
+    assert link.startswith("<http") and link.endswith('>; rel="next"') and "limit=3" in link and "cursor=" in link
+    for bad in ("0", "101", "-1", "abc", "1.5"):
+        error(client.get(f"{path}?limit={bad}"), 400, "VALIDATION_ERROR")
+    for bad in ("x" * 65, "NOT-AN-ID", "a_b c"):
+        error(client.get(f"{path}?cursor={bad}"), 400, "VALIDATION_ERROR")
+
+
 def database_url(server: RunixServer) -> str:
     return Settings(data_dir=server.data_dir, database_url=server.env.get("RUNIX_DATABASE_URL")).sqlalchemy_url
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from tests.api_support import error, run_sql, stored_text
+from tests.api_support import assert_paginated, error, run_sql, stored_text
 from tests.support import Account, RunixServer, read_code
 
 
@@ -143,6 +143,13 @@ def test_tokens_are_listed_without_values_and_revoked_one_by_one(server: RunixSe
     assert cli["id"] not in {t["id"] for t in account.client.get("/auth/tokens").json()}
     error(account.client.delete(f"/auth/tokens/{cli['id']}"), 404, "NOT_FOUND")
     error(account.client.delete("/auth/tokens/tok_doesnotexist"), 404, "NOT_FOUND")
+
+
+def test_tokens_page_newest_first_with_a_link_header(account: Account) -> None:
+    session = [t["id"] for t in account.client.get("/auth/tokens").json()]
+    made = [account.client.post("/auth/cli-token", json={"name": f"ci-{i}"}).json()["id"] for i in range(6)]
+    assert len(session) == 1
+    assert_paginated(account.client, "/auth/tokens", sorted(session + made, reverse=True))  # ids sort by time
 
 
 def test_logout_revokes_only_the_token_used(server: RunixServer) -> None:

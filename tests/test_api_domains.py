@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api_support import error
+from tests.api_support import assert_paginated, error
 from tests.dns_server import LoopbackDns, dns  # noqa: F401 - the fixture
 from tests.support import Account, RunixServer, running_server
 
@@ -118,3 +118,16 @@ def test_bad_names_and_plan_limit(server: RunixServer, account: Account) -> None
     error(c.post(f"/projects/{p}/domains", json={"name": unique_domain()}), 403, "FORBIDDEN")
     server.set_plan(account, "pro")
     assert c.post(f"/projects/{p}/domains", json={"name": unique_domain()}).status_code == 201
+
+
+def test_pages_by_name_with_a_link_header(server: RunixServer, account: Account) -> None:
+    c, p = account.client, make_project(account)
+    server.set_plan(account, "pro")  # Hobby allows 3 domains per project
+    added = [c.post(f"/projects/{p}/domains", json={"name": unique_domain()}).json() for _ in range(7)]
+    in_order = sorted(added, key=lambda d: d["name"])
+    assert_paginated(c, f"/projects/{p}/domains", [d["id"] for d in in_order])
+    # The cursor (the first page's last domain) removed before the next page is read: 400, start again.
+    second_page = c.get(f"/projects/{p}/domains?limit=3").links["next"]["url"]
+    assert [d["id"] for d in c.get(second_page).json()] == [d["id"] for d in in_order[3:6]]
+    assert c.delete(f"/projects/{p}/domains/{in_order[2]['name']}").status_code == 200
+    error(c.get(second_page), 400, "VALIDATION_ERROR")

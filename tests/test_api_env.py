@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.api_support import error, run_sql, stored_text
+from tests.api_support import assert_paginated, error, run_sql, stored_text
 from tests.support import Account, RunixServer
 
 
@@ -76,18 +76,18 @@ def test_sensitive_values_are_never_returned(account: Account) -> None:
     c, p = account.client, project(account)
     secret = f"sk-live-{uuid.uuid4().hex}"
     r = c.post(f"/projects/{p}/env", json={"key": "STRIPE_KEY", "value": secret, "type": "sensitive"})
-    assert r.status_code == 201 and r.json()["value"] is None and secret not in r.text
+    assert r.status_code == 201 and "value" not in r.json() and secret not in r.text
     var_id = r.json()["id"]
     listed = c.get(f"/projects/{p}/env")
-    assert secret not in listed.text and listed.json()[0]["value"] is None
+    assert secret not in listed.text and "value" not in listed.json()[0]
     newer = f"sk-live-{uuid.uuid4().hex}"
     r = c.patch(f"/projects/{p}/env/{var_id}", json={"value": newer})
-    assert r.status_code == 200 and r.json()["value"] is None and newer not in r.text
+    assert r.status_code == 200 and "value" not in r.json() and newer not in r.text
     r = c.delete(f"/projects/{p}/env/{var_id}")
     assert r.status_code == 200 and newer not in r.text
     plain = c.post(f"/projects/{p}/env", json={"key": "P", "value": "visible"}).json()
     r = c.patch(f"/projects/{p}/env/{plain['id']}", json={"type": "sensitive"})
-    assert r.status_code == 200 and r.json()["value"] is None
+    assert r.status_code == 200 and "value" not in r.json()
     assert "visible" not in c.get(f"/projects/{p}/env").text
 
 
@@ -116,3 +116,45 @@ def test_accounts_cannot_see_or_touch_each_others_env_vars(server: RunixServer) 
     alice_project_id = alice.client.get("/projects/shared-name").json()["id"]
     error(bob.client.post(f"/projects/{alice_project_id}/env", json={"key": "X", "value": "y"}), 404, "NOT_FOUND")
     assert alice.client.get("/projects/shared-name/env").json()[0]["value"] == "alice-only"
+
+
+def test_pages_by_key_with_a_link_header(account: Account) -> None:
+    """The list runs A to Z by key (a key set for several targets separately: oldest first), in pages."""
+    c, p = account.client, project(account)
+    created = []
+    for key, targets in (("ZETA", None), ("ALPHA", None), ("SAME", ["production"]), ("MID", None),
+                         ("SAME", ["preview"]), ("BETA", None), ("SAME", ["development"])):
+        r = c.post(f"/projects/{p}/env", json={"key": key, "value": f"v-{key}", **({"targets": targets} if targets
+                                                                                   else {})})
+        assert r.status_code == 201, r.text
+        created.append(r.json())
+    in_order = sorted(created, key=lambda v: (v["key"], v["id"]))
+    assert [v["key"] for v in in_order] == ["ALPHA", "BETA", "MID", "SAME", "SAME", "SAME", "ZETA"]
+    assert_paginated(c, f"/projects/{p}/env", [v["id"] for v in in_order])
+
+    # A cursor is a variable of this list: one removed since its page was read, or another project's, is a 400
+    # (not an empty page that would pass for the end of the list).
+    second_page = c.get(f"/projects/{p}/env?limit=3").links["next"]["url"]
+    assert [v["key"] for v in c.get(second_page).json()] == ["SAME", "SAME", "SAME"]
+    assert c.delete(f"/projects/{p}/env/{in_order[2]['id']}").status_code == 200  # MID, the first page's last
+    body = error(c.get(second_page), 400, "VALIDATION_ERROR")
+    assert "first page" in body["error"] and body["details"] == [{"field": "cursor"}]
+    other = project(account, "other")
+    foreign = c.post(f"/projects/{other}/env", json={"key": "AAA", "value": "x"}).json()
+    error(c.get(f"/projects/{p}/env?cursor={foreign['id']}"), 400, "VALIDATION_ERROR")
+    error(c.get("/projects/nope/env?limit=3"), 404, "NOT_FOUND")
+
+
+def test_a_sensitive_value_is_absent_and_the_schema_says_so(account: Account) -> None:
+    """`value` is left out (not null) for a sensitive variable, kept for a plain one even when empty, and the
+    OpenAPI schema describes it as a string that is not required."""
+    c, p = account.client, project(account)
+    hidden = c.post(f"/projects/{p}/env", json={"key": "TOKEN", "value": "hidden", "type": "sensitive"}).json()
+    empty = c.post(f"/projects/{p}/env", json={"key": "EMPTY", "value": ""}).json()
+    assert "value" not in hidden and empty["value"] == ""
+    assert [("value" in v) for v in c.get(f"/projects/{p}/env").json()] == [True, False]  # EMPTY, TOKEN
+    removed = c.delete(f"/projects/{p}/env/{hidden['id']}")
+    assert removed.status_code == 200 and "value" not in removed.json() and "hidden" not in removed.text
+    schema = c.get("/openapi.json").json()["components"]["schemas"]["EnvVarPublic"]
+    assert "value" not in schema["required"] and schema["properties"]["value"] == {
+        "type": "string", "title": "Value", "description": schema["properties"]["value"]["description"]}

@@ -4,25 +4,12 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
-
-from tests.api_support import error
+from tests.api_support import all_pages, error
 from tests.support import Account, RunixServer
 
 SETTINGS = {"framework": "flask", "install_command": "pip install -r requirements.txt", "build_command": "make",
             "start_command": "gunicorn app:app", "root_directory": "web"}
 
-
-
-def all_pages(client: httpx.Client, path: str, limit: int) -> list[list[dict]]:
-    pages, url = [], f"{path}?limit={limit}"
-    while url:
-        r = client.get(url)
-        assert r.status_code == 200, r.text
-        pages.append(r.json())
-        url = r.links.get("next", {}).get("url")
-        assert len(pages) < 50
-    return pages
 
 
 def test_create_read_update_delete(server: RunixServer, account: Account) -> None:

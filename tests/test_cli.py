@@ -211,7 +211,7 @@ def test_env_add_ls_pull_rm(signed_in: CliShell, tmp_path: Path) -> None:
     assert by_key["GREETING"]["value"] == "hello world"
     assert sorted(by_key["API_URL"]["targets"]) == ["development", "preview"]
     assert by_key["API_URL"]["value"] == 'https://api.example.com/"v1"'  # from stdin, newline dropped
-    assert by_key["SECRET"]["value"] is None and by_key["SECRET"]["type"] == "sensitive"
+    assert "value" not in by_key["SECRET"] and by_key["SECRET"]["type"] == "sensitive"  # as the API answers it
     assert "s3cr3t" not in signed_in.run("env", "ls", *p).stdout
     assert [v["key"] for v in signed_in.json("env", "ls", *p, "--target", "production")] != ["API_URL"]
     assert "already set" in signed_in.run("env", "add", "GREETING", "again", *p, expect=1).stderr
@@ -244,6 +244,42 @@ def test_domains(signed_in: CliShell) -> None:
     assert "Refusing" in refused.stderr
     signed_in.run("domains", "rm", name, "--project", "dom-demo", "--yes")
     assert signed_in.json("domains", "ls", "--project", "dom-demo") == []
+
+
+def test_lists_longer_than_a_page(server: RunixServer, signed_in: CliShell, account: Account) -> None:
+    """`env ls`, `env pull`, `env rm`, `domains ls` and `tokens ls` see every row of lists longer than the API's
+    largest page (100), in the table and with --json."""
+    server.set_plan(account, "enterprise")  # no limit on env vars or domains per project
+    c = account.client
+    assert c.post("/projects", json={"name": "many"}).status_code == 201
+    keys = [f"VAR_{i:03d}" for i in range(250)]
+    with ThreadPoolExecutor(4) as pool:
+        added = list(pool.map(lambda key: c.post("/projects/many/env", json={
+            "key": key, "value": f"value-{key}", "type": "sensitive" if key == "VAR_249" else "plain"}), keys))
+        domains = list(pool.map(lambda i: c.post("/projects/many/domains", json={
+            "name": f"www.d{i:03d}-{uuid.uuid4().hex[:6]}.example.com"}), range(101)))
+        tokens = list(pool.map(lambda i: c.post("/auth/cli-token", json={"name": f"bulk-{i}"}), range(101)))
+    assert {r.status_code for r in added + domains + tokens} == {201}
+    p = ("--project", "many")
+
+    listed = signed_in.json("env", "ls", *p)
+    assert [v["key"] for v in listed] == keys and "value" not in listed[-1]
+    assert all(v["value"] == f"value-{v['key']}" for v in listed[:-1])
+    table = signed_in.run("env", "ls", *p).stdout
+    assert all(f"value-{key}" in table for key in keys[:-1]) and "(sensitive)" in table
+    pulled = signed_in.json("env", "pull", *p, "--target", "production", "--yes", cwd=signed_in.home)
+    assert pulled["written"] == keys[:-1] and pulled["skipped_sensitive"] == ["VAR_249"]
+    signed_in.run("env", "rm", "VAR_248", *p)  # on the third page
+    assert [v["key"] for v in signed_in.json("env", "ls", *p)] == keys[:248] + ["VAR_249"]
+
+    names = sorted(r.json()["name"] for r in domains)
+    assert [d["name"] for d in signed_in.json("domains", "ls", *p)] == names
+    table = signed_in.run("domains", "ls", *p).stdout
+    assert all(name in table for name in names)
+    token_ids = {r.json()["id"] for r in tokens}
+    assert token_ids <= {t["id"] for t in signed_in.json("tokens", "ls")}
+    table = signed_in.run("tokens", "ls").stdout
+    assert all(token_id in table for token_id in token_ids)
 
 
 @pytest.fixture(scope="module")

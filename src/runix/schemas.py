@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from runix.errors import ValidationFailed
 from runix.names import RESERVED_PROJECT_NAMES, domain_name
@@ -175,7 +176,11 @@ class EnvVarUpdate(Strict):
 class EnvVarPublic(BaseModel):
     id: str
     key: str
-    value: str | None = Field(description="Omitted (null) for sensitive variables.")
+    # A sensitive variable's value is left out of the JSON altogether (not null), and the schema says so: a string
+    # that is not required.
+    value: str | SkipJsonSchema[None] = Field(
+        None, exclude_if=lambda value: value is None, json_schema_extra=lambda schema: schema.pop("default", None),
+        description="The value of a plain variable. Absent for a sensitive one: it is write-only.")
     targets: list[EnvTarget]
     type: Literal["plain", "sensitive"]
     created_at: datetime

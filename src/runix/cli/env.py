@@ -40,7 +40,7 @@ def env_ls(project: ProjectOption = None, target: TargetOption = None, as_json: 
         output.emit_json(variables)
         return
     output.table(["KEY", "VALUE", "TARGETS", "TYPE", "UPDATED"],
-                 [[v["key"], "(sensitive)" if v["type"] == "sensitive" else v["value"], ", ".join(v["targets"]),
+                 [[v["key"], v.get("value", "(sensitive)"), ", ".join(v["targets"]),
                    v["type"], output.ago(v["updated_at"])] for v in variables],
                  empty="No environment variables.")
 
@@ -121,8 +121,9 @@ def env_pull(
     _targets([target])
     client = connect()
     variables = [v for v in client.list_env(project_ref(project, client.api_url)) if target in v["targets"]]
-    written = sorted((v for v in variables if v["value"] is not None), key=lambda v: v["key"])
-    skipped = sorted(v["key"] for v in variables if v["value"] is None)
+    # The API leaves a sensitive variable's value out (the key is absent): those are the ones skipped.
+    written = sorted((v for v in variables if "value" in v), key=lambda v: v["key"])
+    skipped = sorted(v["key"] for v in variables if "value" not in v)
     text = (f"# Written by `runix env pull` ({target} target). Sensitive variables are not included.\n"
             + "".join(f"{v['key']}={_dotenv_value(v['value'])}\n" for v in written))
     if file.exists() and file.read_text(errors="replace") != text:

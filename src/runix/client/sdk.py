@@ -4,7 +4,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Any, Literal, TypedDict
+from typing import IO, Any, Literal, NotRequired, TypedDict
 from urllib.parse import quote, urlencode
 
 from runix import __version__
@@ -97,7 +97,7 @@ class DeploymentEvent(TypedDict, total=False):
 class EnvVar(TypedDict):
     id: str
     key: str
-    value: str | None
+    value: NotRequired[str]  # absent for a sensitive variable (write-only)
     targets: list[str]
     type: str
     created_at: str
@@ -118,6 +118,7 @@ class Domain(TypedDict):
     verification: DomainVerification
     created_at: str
     verified_at: str | None
+    expires_at: str | None
 
 
 class Billing(TypedDict):
@@ -301,8 +302,9 @@ class RunixClient:
                             json={"device_code": device_code, "grant_type": DEVICE_GRANT})
         return {**body, "token": body.get("access_token", body.get("token"))}
 
-    def list_tokens(self) -> list[Token]:
-        return self.request("GET", "/auth/tokens")
+    def list_tokens(self, limit: int | None = None) -> list[Token]:
+        """Your active tokens, newest first: every page, or the first `limit`."""
+        return self._pages("/auth/tokens", limit=limit)
 
     def revoke_token(self, token_id: str) -> Token:
         return self.request("DELETE", f"/auth/tokens/{_q(token_id)}")
@@ -418,8 +420,9 @@ class RunixClient:
         return self.request("DELETE", f"/deployments/{_q(deployment_id)}")
 
     # Environment variables
-    def list_env(self, project: str) -> list[EnvVar]:
-        return self.request("GET", f"/projects/{_q(project)}/env")
+    def list_env(self, project: str, limit: int | None = None) -> list[EnvVar]:
+        """The project's variables by key: every page, or the first `limit`."""
+        return self._pages(f"/projects/{_q(project)}/env", limit=limit)
 
     def add_env(self, project: str, key: str, value: str, targets: Iterable[EnvTarget] | None = None,
                 sensitive: bool = False) -> EnvVar:
@@ -435,8 +438,9 @@ class RunixClient:
         return self.request("DELETE", f"/projects/{_q(project)}/env/{_q(env_id)}")
 
     # Domains
-    def list_domains(self, project: str) -> list[Domain]:
-        return self.request("GET", f"/projects/{_q(project)}/domains")
+    def list_domains(self, project: str, limit: int | None = None) -> list[Domain]:
+        """The project's domains by name: every page, or the first `limit`."""
+        return self._pages(f"/projects/{_q(project)}/domains", limit=limit)
 
     def add_domain(self, project: str, name: str) -> Domain:
         return self.request("POST", f"/projects/{_q(project)}/domains", json={"name": name})

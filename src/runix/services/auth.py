@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import structlog
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_state
@@ -20,6 +20,7 @@ from runix.db.session import Database
 from runix.errors import NotFound, RateLimited, Unauthorized
 from runix.ids import new_id
 from runix.plans import DEFAULT_PLAN
+from runix.services.pagination import Page, page
 
 log = structlog.get_logger("runix.auth")
 
@@ -195,11 +196,18 @@ def _detached(cls: type[T], values: dict) -> T:
 
 
 def list_tokens(s: Session, account: Account) -> list[Token]:
-    return list(s.scalars(
-        select(Token).where(Token.account_id == account.id, Token.revoked_at.is_(None))
-        .where((Token.expires_at.is_(None)) | (Token.expires_at > utcnow()))
-        .order_by(Token.id.desc())
-    ))
+    """Every active token of the account, newest first (the dashboard shows them all on one page)."""
+    return list(s.scalars(_active_tokens(account).order_by(Token.id.desc())))
+
+
+def list_tokens_page(s: Session, account: Account, limit: int | None, cursor: str | None) -> Page[Token]:
+    """One page of `list_tokens` (GET /auth/tokens)."""
+    return page(s, _active_tokens(account), Token.id, limit, cursor)
+
+
+def _active_tokens(account: Account) -> Select:
+    return (select(Token).where(Token.account_id == account.id, Token.revoked_at.is_(None))
+            .where((Token.expires_at.is_(None)) | (Token.expires_at > utcnow())))
 
 
 def revoke_token(s: Session, account: Account, token_id: str) -> Token:

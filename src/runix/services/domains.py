@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, delete, func, or_, select
+from sqlalchemy import ColumnElement, Select, delete, func, or_, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -25,6 +25,7 @@ from runix.ids import new_id
 from runix.plans import get_plan
 from runix.schemas import DomainPublic, DomainVerification
 from runix.services import projects
+from runix.services.pagination import Page, page
 
 CHALLENGE_LABEL = "_runix-challenge"
 
@@ -77,8 +78,18 @@ def add(ctx: Runix, s: Session, account: Account, project_ref: str, raw_name: st
 
 
 def list_for(s: Session, account: Account, project_ref: str) -> list[Domain]:
-    project = projects.get(s, account, project_ref)
-    return list(s.scalars(select(Domain).where(Domain.project_id == project.id, live()).order_by(Domain.name)))
+    """Every live domain of the project, by name (the dashboard shows them all on one page)."""
+    return list(s.scalars(_of_project(projects.get(s, account, project_ref)).order_by(Domain.name)))
+
+
+def list_page(s: Session, account: Account, project_ref: str, limit: int | None, cursor: str | None) -> Page[Domain]:
+    """One page of the project's live domains, by name (GET /projects/{project}/domains)."""
+    return page(s, _of_project(projects.get(s, account, project_ref)), Domain.id, limit, cursor,
+                order_by=Domain.name)
+
+
+def _of_project(project: Project) -> Select:
+    return select(Domain).where(Domain.project_id == project.id, live())
 
 
 def get(s: Session, account: Account, project_ref: str, name: str) -> tuple[Project, Domain]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from runix.context import Runix
@@ -14,6 +14,7 @@ from runix.ids import new_id
 from runix.plans import get_plan
 from runix.schemas import EnvVarCreate, EnvVarPublic, EnvVarUpdate
 from runix.services import projects
+from runix.services.pagination import Page, page
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_KEYS = frozenset({"PORT"})
@@ -41,12 +42,22 @@ def _check_no_overlap(s: Session, project: Project, key: str, targets: list[str]
 
 
 def list_for(s: Session, account: Account, project_ref: str) -> tuple[Project, list[EnvVar]]:
+    """Every variable of the project, by key (the dashboard shows them all on one page)."""
     project = projects.get(s, account, project_ref)
     return project, _vars_of(s, project)
 
 
+def list_page(s: Session, account: Account, project_ref: str, limit: int | None, cursor: str | None) -> Page[EnvVar]:
+    """One page of the project's variables, in the same order as `list_for` (GET /projects/{project}/env)."""
+    return page(s, _of_project(projects.get(s, account, project_ref)), EnvVar.id, limit, cursor, order_by=EnvVar.key)
+
+
+def _of_project(project: Project) -> Select:
+    return select(EnvVar).where(EnvVar.project_id == project.id)
+
+
 def _vars_of(s: Session, project: Project) -> list[EnvVar]:
-    return list(s.scalars(select(EnvVar).where(EnvVar.project_id == project.id).order_by(EnvVar.key, EnvVar.id)))
+    return list(s.scalars(_of_project(project).order_by(EnvVar.key, EnvVar.id)))
 
 
 def create(ctx: Runix, s: Session, account: Account, project_ref: str, body: EnvVarCreate) -> EnvVar:

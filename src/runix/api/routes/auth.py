@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
 from runix.api.deps import Ctx, CurrentAccount, CurrentToken, Db, SessionToken
 from runix.api.errors import AUTHED, responses
+from runix.api.routes.pages import Cursor, Limit, link_next
 from runix.schemas import (
     CliTokenCreate,
     EmailSent,
@@ -44,9 +45,12 @@ def create_cli_token(pair: SessionToken, db: Db, body: CliTokenCreate | None = N
 
 
 @router.get("/tokens", response_model=list[TokenPublic], responses=AUTHED)
-def list_tokens(account: CurrentAccount, db: Db) -> list[TokenPublic]:
-    """Your active tokens (never their values)."""
-    return [TokenPublic.model_validate(t) for t in auth.list_tokens(db, account)]
+def list_tokens(request: Request, response: Response, account: CurrentAccount, db: Db,
+                limit: Limit = 20, cursor: Cursor = None) -> list[TokenPublic]:
+    """Your active tokens (never their values), newest first."""
+    page = auth.list_tokens_page(db, account, limit, cursor)
+    link_next(request, response, page.next_cursor)
+    return [TokenPublic.model_validate(t) for t in page.items]
 
 
 @router.delete("/tokens/{token_id}", response_model=TokenPublic, responses=AUTHED)

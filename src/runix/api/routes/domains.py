@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
 from runix.api.deps import Ctx, CurrentAccount, Db
 from runix.api.errors import AUTHED, responses
+from runix.api.routes.pages import Cursor, Limit, link_next
 from runix.schemas import DomainCreate, DomainPublic
 from runix.services import domains
 
@@ -20,8 +21,12 @@ def add_domain(project: str, body: DomainCreate, account: CurrentAccount, ctx: C
 
 
 @router.get("", response_model=list[DomainPublic])
-def list_domains(project: str, account: CurrentAccount, db: Db) -> list[DomainPublic]:
-    return [domains.public(d) for d in domains.list_for(db, account, project)]
+def list_domains(project: str, request: Request, response: Response, account: CurrentAccount, db: Db,
+                 limit: Limit = 20, cursor: Cursor = None) -> list[DomainPublic]:
+    """The project's domains by name, verified or claimed (a lapsed claim is no longer listed)."""
+    page = domains.list_page(db, account, project, limit, cursor)
+    link_next(request, response, page.next_cursor)
+    return [domains.public(d) for d in page.items]
 
 
 @router.post("/{name}/verify", response_model=DomainPublic, responses=responses(409))

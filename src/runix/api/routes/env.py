@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
 from runix.api.deps import Ctx, CurrentAccount, Db
 from runix.api.errors import AUTHED, responses
+from runix.api.routes.pages import Cursor, Limit, link_next
 from runix.schemas import EnvVarCreate, EnvVarPublic, EnvVarUpdate
 from runix.services import env
 
@@ -13,10 +14,12 @@ router = APIRouter(prefix="/projects/{project}/env", tags=["env vars"], response
 
 
 @router.get("", response_model=list[EnvVarPublic])
-def list_env(project: str, account: CurrentAccount, ctx: Ctx, db: Db) -> list[EnvVarPublic]:
-    """The project's env vars; values of sensitive ones are never returned."""
-    _, rows = env.list_for(db, account, project)
-    return [env.public(ctx, v) for v in rows]
+def list_env(project: str, request: Request, response: Response, account: CurrentAccount, ctx: Ctx, db: Db,
+             limit: Limit = 20, cursor: Cursor = None) -> list[EnvVarPublic]:
+    """The project's env vars by key (A to Z); a sensitive one has no `value` (it is write-only)."""
+    page = env.list_page(db, account, project, limit, cursor)
+    link_next(request, response, page.next_cursor)
+    return [env.public(ctx, v) for v in page.items]
 
 
 @router.post("", status_code=201, response_model=EnvVarPublic, responses=responses(403, 409))
