@@ -1,11 +1,7 @@
-"""What every command shares: the API client, error messages, confirmation, and the folder's linked project.
-
-No Typer import here: `runix deploy` runs without loading Typer (see runix.cli.main).
-"""
+"""What every command shares: the API client, error messages, confirmation, and the folder's linked project."""
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import re
@@ -33,13 +29,8 @@ def connect(*, login: bool = True, api_url: str | None = None, token: str | None
             raise CliError(f"You are not logged in to {credentials.api_url()}. Run `runix login` (or set RUNIX_TOKEN).")
         api_url, token = api_url or saved.api_url, saved.token
     api_url = api_url or credentials.api_url()
-    client = RunixClient(api_url, token, max_rate_limit_wait=_rate_limit_wait(),
-                         on_rate_limit=lambda s: output.warn(f"Rate limited by the API: retrying in {s}s"))
-    # The collector was off while modules were imported (runix.cli.run). What they made lives until exit: frozen,
-    # it is never traversed again, neither by later collections nor by the one at exit.
-    gc.freeze()
-    gc.enable()
-    return client
+    return RunixClient(api_url, token, max_rate_limit_wait=_rate_limit_wait(),
+                       on_rate_limit=lambda s: output.warn(f"Rate limited by the API: retrying in {s}s"))
 
 
 def _rate_limit_wait() -> float:
