@@ -9,7 +9,6 @@ import httpx
 import pytest
 
 from runix.client import RunixAPIError, RunixClient
-from runix.client.stdlib_transport import StdlibTransport
 from tests.api_support import error, run_sql
 from tests.support import ADMIN_EMAIL, Account, RunixServer, running_server
 
@@ -92,7 +91,7 @@ def test_an_oversize_upload_sent_in_chunks_says_so(tmp_path: Path) -> None:
     with running_server(tmp_path, RUNIX_MAX_UPLOAD_BYTES="100000") as server:
         account = server.sign_in()
         assert account.client.post("/projects", json={"name": "big"}).status_code == 201
-        with RunixClient(server.url, account.token, transport=StdlibTransport()) as sdk:
+        with RunixClient(server.url, account.token) as sdk:
             with pytest.raises(RunixAPIError) as refused:
                 sdk.create_deployment("big", (os.urandom(65536) for _ in range(40)))
             assert (refused.value.status, refused.value.code) == (400, "BAD_REQUEST")

@@ -141,6 +141,6 @@ def test_deploy_asks_before_creating_a_project(deployer: CliShell, tmp_path: Pat
     assert "Refusing to create project never-made" in refused.stderr and "--yes" in refused.stderr
     assert "never-made" not in {p["name"] for p in deployer.json("projects", "ls")}
     assert not (folder / ".runix").exists()
-    # The Typer path (not the fast one) gives the same answer.
-    slow = deployer.run("deploy", str(folder), executable=[sys.executable, "-m", "runix.cli.main"], expect=1)
-    assert slow.stderr == refused.stderr
+    # `python -m runix.cli.main`, the same app, gives the same answer.
+    via_module = deployer.run("deploy", str(folder), executable=[sys.executable, "-m", "runix.cli.main"], expect=1)
+    assert via_module.stderr == refused.stderr

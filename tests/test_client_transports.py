@@ -1,6 +1,6 @@
-"""runix.client over each transport (httpx and the standard library's http.client) against the real server, and
-the transports' connection handling against a small HTTP peer that misbehaves on purpose (a server closing an idle
-connection, a log stream that breaks), which the real server cannot be made to do on demand."""
+"""runix.client over its httpx transport against the real server, and the transport's connection handling against
+a small HTTP peer that misbehaves on purpose (a server closing an idle connection, a log stream that breaks), which
+the real server cannot be made to do on demand."""
 
 from __future__ import annotations
 
@@ -12,24 +12,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from runix.client import RunixAPIError, RunixClient, RunixConnectionError, Transport
+from runix.client import RunixAPIError, RunixClient, RunixConnectionError
 from runix.client.httpx_transport import HttpxTransport
-from runix.client.stdlib_transport import StdlibTransport
-from runix.client.transport import Response, proxy_configured
+from runix.client.transport import Response
 from tests.support import ROOT, Account, RunixServer, free_port, tar_folder
-
-TRANSPORTS: dict[str, Callable[[], Transport]] = {"httpx": HttpxTransport, "stdlib": StdlibTransport}
-
-
-@pytest.fixture(params=sorted(TRANSPORTS))
-def transport(request: pytest.FixtureRequest) -> Callable[[], Transport]:
-    return TRANSPORTS[request.param]
 
 
 @pytest.fixture
-def sdk(server: RunixServer, account: Account, transport: Callable[[], Transport]) -> Iterator[RunixClient]:
+def sdk(server: RunixServer, account: Account) -> Iterator[RunixClient]:
     server.set_plan(account, "enterprise")
-    with RunixClient(server.url, account.token, transport=transport()) as client:
+    with RunixClient(server.url, account.token) as client:
+        assert isinstance(client.transport, HttpxTransport)  # the default
         yield client
 
 
@@ -73,9 +66,9 @@ def test_upload_and_follow_the_build_to_ready(sdk: RunixClient, shape: str) -> N
     assert [e["text"] for e in sdk.deployment_events(deployment["id"])][:len(lines)] == lines
 
 
-def test_an_unreachable_server_is_a_connection_error(transport: Callable[[], Transport]) -> None:
+def test_an_unreachable_server_is_a_connection_error() -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    with RunixClient(url, "rnx_c_x", transport=transport()) as client, pytest.raises(RunixConnectionError) as exc:
+    with RunixClient(url, "rnx_c_x") as client, pytest.raises(RunixConnectionError) as exc:
         client.user()
     assert exc.value.api_url == url and "connection refused" in exc.value.reason
 
@@ -122,10 +115,10 @@ def answer_json(handler: BaseHTTPRequestHandler, body: bytes, *, then_close: boo
     handler.close_connection = then_close
 
 
-def test_stdlib_transport_replaces_a_keep_alive_connection_the_server_closed() -> None:
+def test_a_keep_alive_connection_the_server_closed_is_replaced() -> None:
     peer = Peer(lambda h: answer_json(h, b'{"id": "usr_1"}', then_close=True))
     try:
-        with RunixClient(peer.url, "t", transport=StdlibTransport()) as client:
+        with RunixClient(peer.url, "t") as client:
             assert [client.request("GET", "/user") for _ in range(3)] == [{"id": "usr_1"}] * 3
         assert peer.connections == 3
     finally:
@@ -144,24 +137,24 @@ def answer_once_per_connection(handler: BaseHTTPRequestHandler, seen: list[str])
     answer_json(handler, b'{"ok": true}')
 
 
-def test_stdlib_transport_sends_again_when_a_reused_connection_drops_the_request() -> None:
+def test_a_get_is_sent_again_when_a_reused_connection_drops_it() -> None:
     """The server reads the second request on a connection and hangs up without answering (as when its keep-alive
     time runs out just then): a GET with no body, or a bytes one, is sent once more on a new connection."""
     peer = Peer(lambda handler: answer_once_per_connection(handler, []))
     try:
-        with RunixClient(peer.url, "t", transport=StdlibTransport()) as client:
+        with RunixClient(peer.url, "t") as client:
             assert [client.request("GET", "/user") for _ in range(3)] == [{"ok": True}] * 3
         assert peer.connections == 3
     finally:
         peer.shutdown()
 
 
-def test_stdlib_transport_never_sends_a_post_twice() -> None:
+def test_a_post_is_never_sent_twice() -> None:
     """The server may have carried out a POST before the connection broke: it is not sent again on a new one."""
     seen: list[str] = []
     peer = Peer(lambda handler: answer_once_per_connection(handler, seen))
     try:
-        with RunixClient(peer.url, "t", transport=StdlibTransport()) as client:
+        with RunixClient(peer.url, "t") as client:
             assert client.request("POST", "/projects", json={"name": "a"}) == {"ok": True}
             with pytest.raises(RunixConnectionError):
                 client.request("POST", "/projects", json={"name": "b"})
@@ -170,7 +163,7 @@ def test_stdlib_transport_never_sends_a_post_twice() -> None:
         peer.shutdown()
 
 
-def test_an_answer_sent_before_the_upload_ends_is_the_one_reported(transport: Callable[[], Transport]) -> None:
+def test_an_answer_sent_before_the_upload_ends_is_the_one_reported() -> None:
     """A proxy's size limit, say: it answers 413 at once and closes without reading the body; the client reports
     that answer, not the broken pipe."""
     def refuse(handler: BaseHTTPRequestHandler) -> None:
@@ -186,26 +179,25 @@ def test_an_answer_sent_before_the_upload_ends_is_the_one_reported(transport: Ca
     peer = Peer(refuse)
     try:
         for source in (io.BytesIO(b"x" * (16 << 20)), (b"x" * 65536 for _ in range(256))):
-            with RunixClient(peer.url, "t", transport=transport()) as client, \
-                    pytest.raises(RunixAPIError) as refused:
+            with RunixClient(peer.url, "t") as client, pytest.raises(RunixAPIError) as refused:
                 client.create_deployment("p", source)
             assert (refused.value.status, refused.value.code) == (413, "TOO_BIG"), refused.value
     finally:
         peer.shutdown()
 
 
-def test_a_malformed_api_url_is_a_connection_error(transport: Callable[[], Transport]) -> None:
+def test_a_malformed_api_url_is_a_connection_error() -> None:
     for url in ("http://[zz]:1", "http://127.0.0.1:99999"):
-        with RunixClient(url, "t", transport=transport()) as client, pytest.raises(RunixConnectionError):
+        with RunixClient(url, "t") as client, pytest.raises(RunixConnectionError):
             client.user()
 
 
-def test_stdlib_transport_does_not_reuse_a_connection_idle_too_long() -> None:
+def test_a_connection_idle_too_long_is_not_reused() -> None:
     """A connection idle longer than the keep-alive expiry is not reused (servers close theirs after a few seconds,
     and a POST on one closing just then would be lost, not being resent): a new one carries the request."""
     peer = Peer(lambda h: answer_json(h, b"[]"))
     try:
-        with RunixClient(peer.url, "t", transport=StdlibTransport(keepalive_expiry=0.2)) as client:
+        with RunixClient(peer.url, "t", transport=HttpxTransport(keepalive_expiry=0.2)) as client:
             client.request("GET", "/projects")
             client.request("GET", "/projects")  # soon after: the same connection
             time.sleep(0.3)
@@ -215,10 +207,10 @@ def test_stdlib_transport_does_not_reuse_a_connection_idle_too_long() -> None:
         peer.shutdown()
 
 
-def test_stdlib_transport_reuses_an_open_connection() -> None:
+def test_an_open_connection_is_reused() -> None:
     peer = Peer(lambda h: answer_json(h, b"[]"))
     try:
-        with RunixClient(peer.url, "t", transport=StdlibTransport()) as client:
+        with RunixClient(peer.url, "t") as client:
             for _ in range(5):
                 assert client.request("GET", "/projects") == []
         assert peer.connections == 1
@@ -226,7 +218,7 @@ def test_stdlib_transport_reuses_an_open_connection() -> None:
         peer.shutdown()
 
 
-def test_a_broken_log_stream_resumes_after_the_last_event(transport: Callable[[], Transport]) -> None:
+def test_a_broken_log_stream_resumes_after_the_last_event() -> None:
     """The first stream breaks after two events (mid-body, no end); the client reconnects with Last-Event-ID and
     shows each event once, though the server sends the second again."""
     def stream(handler: BaseHTTPRequestHandler) -> None:
@@ -252,7 +244,7 @@ def test_a_broken_log_stream_resumes_after_the_last_event(transport: Callable[[]
 
     peer = Peer(stream)
     try:
-        with RunixClient(peer.url, "t", transport=transport()) as client:
+        with RunixClient(peer.url, "t") as client:
             log = client.follow_events("dpl_1")
             assert [event["text"] for event in log] == ["one", "two", "three"]
             assert log.status == "READY"
@@ -273,11 +265,22 @@ def test_link_header_targets() -> None:
     assert link("", "next") is None
 
 
-def test_proxy_configured(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+def test_requests_go_through_the_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY (and the others httpx follows) is honoured: the peer, as the proxy, gets the absolute URL."""
+    seen: list[str] = []
+
+    def proxy(handler: BaseHTTPRequestHandler) -> None:
+        seen.append(handler.path)
+        answer_json(handler, b'{"id": "usr_1"}')
+
+    peer = Peer(proxy)
+    for name in ("https_proxy", "all_proxy", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
-    assert not proxy_configured("http://api.example")
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
-    assert proxy_configured("https://api.example") and not proxy_configured("http://api.example")
-    monkeypatch.setenv("all_proxy", "socks5://proxy:1080")
-    assert proxy_configured("http://api.example")
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", peer.url)
+    try:
+        with RunixClient("http://api.runix.test", "t") as client:
+            assert client.user() == {"id": "usr_1"}
+        assert seen == ["http://api.runix.test/user"]
+    finally:
+        peer.shutdown()

@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 
 from runix.client import RunixClient
-from runix.client.stdlib_transport import StdlibTransport
 from tests.support import ROOT, Account, RunixServer, running_server, tar_folder
 
 
@@ -24,7 +23,7 @@ def settled(sdk: RunixClient, project: str) -> str:
 
 
 def test_each_project_shows_its_newest_deployment(server: RunixServer, account: Account) -> None:
-    with RunixClient(server.url, account.token, transport=StdlibTransport()) as sdk:
+    with RunixClient(server.url, account.token) as sdk:
         for name in ("older-then-broken", "only-ready", "never-deployed"):
             sdk.create_project(name)
         assert settled(sdk, "older-then-broken") == "READY"
@@ -43,7 +42,7 @@ def test_each_project_shows_its_newest_deployment(server: RunixServer, account: 
 
 
 def test_deployments_of_every_project_on_one_page(server: RunixServer, account: Account) -> None:
-    with RunixClient(server.url, account.token, transport=StdlibTransport()) as sdk:
+    with RunixClient(server.url, account.token) as sdk:
         for name in ("first-app", "second-app"):
             sdk.create_project(name)
         assert settled(sdk, "first-app") == "READY"

@@ -27,24 +27,6 @@ class Quota:
         }
 
 
-class LazyMemoryStorage(storage.MemoryStorage):
-    """limits' in-process storage, trimmed as it is used instead of by its expiry timer.
-
-    The stock storage starts a new timer thread every 10 ms while requests come in, which costs more than the
-    rate limit itself. A moving window decides with its newest `limit` entries only, so keeping those is exact.
-    """
-
-    def _MemoryStorage__schedule_expiry(self) -> None:  # replaces the parent's private timer start
-        return None
-
-    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
-        acquired = super().acquire_entry(key, limit, expiry, amount)
-        events = self.events.get(key)
-        if events is not None and len(events) > limit:
-            del events[limit:]
-        return acquired
-
-
 class RateLimiter:
     def __init__(self, redis_url: str | None = None):
         if redis_url:
@@ -52,7 +34,7 @@ class RateLimiter:
             self.storage = storage.storage_from_string(uri)
             self._lock = nullcontext()  # Redis runs each hit as one atomic script
         else:
-            self.storage = LazyMemoryStorage()
+            self.storage = storage.MemoryStorage()
             # One lock around hit and stats: threads (sync routes) and the event loop share the storage.
             self._lock = threading.Lock()
         self.strategy = strategies.MovingWindowRateLimiter(self.storage)

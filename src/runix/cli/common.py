@@ -1,11 +1,7 @@
-"""What every command shares: the API client, error messages, confirmation, and the folder's linked project.
-
-No Typer import here: `runix deploy` runs without loading Typer (see runix.cli.main).
-"""
+"""What every command shares: the API client, error messages, confirmation, and the folder's linked project."""
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import re
@@ -17,7 +13,7 @@ from runix.cli import credentials, output
 from runix.cli.output import CliError
 
 if TYPE_CHECKING:
-    from runix.client import Project, RunixClient, Transport
+    from runix.client import Project, RunixClient
 
 LINK_DIR = ".runix"
 LINK_FILE = "project.json"
@@ -33,25 +29,8 @@ def connect(*, login: bool = True, api_url: str | None = None, token: str | None
             raise CliError(f"You are not logged in to {credentials.api_url()}. Run `runix login` (or set RUNIX_TOKEN).")
         api_url, token = api_url or saved.api_url, saved.token
     api_url = api_url or credentials.api_url()
-    client = RunixClient(api_url, token, max_rate_limit_wait=_rate_limit_wait(), transport=_transport(api_url),
-                         on_rate_limit=lambda s: output.warn(f"Rate limited by the API: retrying in {s}s"))
-    # The collector was off while modules were imported (runix.cli.run). What they made lives until exit: frozen,
-    # it is never traversed again, neither by later collections nor by the one at exit.
-    gc.freeze()
-    gc.enable()
-    return client
-
-
-def _transport(api_url: str) -> Transport | None:
-    """http.client, which imports in a fraction of httpx's time (most of a short command's run); where a proxy is
-    configured, None: the SDK's default, httpx, which follows HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY."""
-    from runix.client.transport import proxy_configured
-
-    if proxy_configured(api_url):
-        return None
-    from runix.client.stdlib_transport import StdlibTransport
-
-    return StdlibTransport()
+    return RunixClient(api_url, token, max_rate_limit_wait=_rate_limit_wait(),
+                       on_rate_limit=lambda s: output.warn(f"Rate limited by the API: retrying in {s}s"))
 
 
 def _rate_limit_wait() -> float:

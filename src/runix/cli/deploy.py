@@ -1,4 +1,4 @@
-"""What `runix deploy` does. Typer-free, so the command's fast path (runix.cli.main) starts in a few ms."""
+"""What `runix deploy` does (the Typer command is runix.cli.deployments.deploy)."""
 
 from __future__ import annotations
 
@@ -119,27 +119,3 @@ def _project_for(client: RunixClient, folder: Path, option: str | None, yes: boo
     link_project(folder, project, client.api_url)
     return project["id"], project["name"]
 
-
-def parse_fast(args: list[str]) -> dict | None:
-    """`deploy [PATH] [--project NAME] [--prod] [--yes] [--json]` parsed without Typer (it costs ~0.1 s of start-up
-    on every deploy). Anything else, --help included, returns None and goes through the full Typer command."""
-    if not args or args[0] != "deploy":
-        return None
-    parsed: dict = {"path": None, "project": None, "prod": False, "yes": False, "as_json": False}
-    flags = {"--prod": "prod", "--yes": "yes", "-y": "yes", "--json": "as_json"}
-    rest = iter(args[1:])
-    for arg in rest:
-        if arg in flags:
-            parsed[flags[arg]] = True
-        elif arg in ("--project", "-p"):
-            parsed["project"] = next(rest, None)
-            if not parsed["project"] or parsed["project"].startswith("-"):
-                return None
-        elif arg.startswith("--project="):
-            parsed["project"] = arg.partition("=")[2] or None
-        elif arg.startswith("-") or parsed["path"] is not None:
-            return None
-        else:
-            parsed["path"] = arg
-    parsed["path"] = Path(parsed["path"] or ".")
-    return parsed

@@ -1,8 +1,7 @@
 """The `runix` command: sign in, deploy, and manage projects, env vars, domains and tokens through the API.
 
-Start-up time matters (a deploy is often a second): modules here import only Typer and small helpers; Rich and the
-SDK are imported inside the commands that need them, the SDK talks through http.client (runix.cli.common.connect),
-and `runix deploy` can skip Typer (runix.cli.run).
+Start-up time matters (a deploy is often a second): modules here import only Typer and small helpers; Rich, the SDK
+(and with it httpx) and the server are imported inside the commands that need them.
 """
 
 from __future__ import annotations

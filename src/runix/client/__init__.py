@@ -8,9 +8,8 @@
 Every failure is a `RunixAPIError(status, code, message, retry_after)`; a server that cannot be reached is its
 subclass `RunixConnectionError` (status 0). Reads (GET) that meet a 429 wait for `Retry-After` and try again.
 
-HTTP goes through a transport (runix.client.transport): httpx by default, or the standard library's http.client
-with `RunixClient(..., transport=StdlibTransport())`, which starts faster and is what the `runix` command uses.
-Neither is imported until a client needs it.
+HTTP goes through a transport (runix.client.transport): httpx (runix.client.httpx_transport), imported only once
+a client is made.
 """
 
 from runix.client.sdk import (

@@ -11,15 +11,25 @@ import httpx
 from runix.client.transport import Body, ConnectFailed, ConnectionBroken, Response, TimedOut, TransportError
 
 T = TypeVar("T")
+# An idle connection is reused only this soon: servers close theirs after a few seconds (uvicorn, and so Runix,
+# after 5, which is httpx's own default), and one closing just as a request goes out drops it, which cannot be
+# resent if it is a POST.
+KEEPALIVE_EXPIRY = 4.0
+# A request whose connection breaks before any answer (a pooled one the server closed meanwhile) is sent once more
+# when it can be sent again as it was (its body is bytes or nothing) and doing it twice is harmless (the server may
+# have carried it out before the connection broke): never a POST or PATCH.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 class HttpxTransport:
-    def __init__(self, timeout: float = 30.0, *, verify: bool = True, client: httpx.Client | None = None):
+    def __init__(self, timeout: float = 30.0, *, verify: bool = True, keepalive_expiry: float = KEEPALIVE_EXPIRY,
+                 client: httpx.Client | None = None):
         """`verify=False` skips loading the CA bundle, for a client that only ever talks plain HTTP. `client` lends
-        an httpx.Client of the caller's own (its proxies, certificates, event hooks); closing the transport closes
-        it."""
+        an httpx.Client of the caller's own (its proxies, certificates, event hooks, limits); closing the transport
+        closes it."""
         self.timeout = timeout
-        self.http = client or httpx.Client(timeout=timeout, verify=verify)
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=keepalive_expiry)
+        self.http = client or httpx.Client(timeout=timeout, verify=verify, limits=limits)
 
     def send(self, method: str, url: str, headers: Mapping[str, str], body: Body = None, *,
              stream: bool = False) -> Response:
@@ -28,7 +38,12 @@ class HttpxTransport:
             request = self.http.build_request(method, url, headers=headers, content=body, timeout=timeout)
         except httpx.InvalidURL as exc:  # a host that is no address, a port out of range
             raise TransportError(f"not a valid URL: {url} ({exc})") from exc
-        answer = _failing_as_transport_errors(lambda: self.http.send(request, stream=True))
+        try:
+            answer = _failing_as_transport_errors(lambda: self.http.send(request, stream=True))
+        except ConnectionBroken:
+            if method not in IDEMPOTENT or not (body is None or isinstance(body, bytes)):
+                raise
+            answer = _failing_as_transport_errors(lambda: self.http.send(request, stream=True))
         response = Response(answer.status_code, answer.reason_phrase, answer.headers.multi_items(),
                             read_all=lambda: _failing_as_transport_errors(answer.read),
                             lines=lambda: _lines(answer), release=answer.close)

@@ -194,7 +194,7 @@ class RunixClient:
     def __init__(self, api_url: str = DEFAULT_API_URL, token: str | None = None, *, timeout: float = 30.0,
                  max_rate_limit_wait: float = 120.0, on_rate_limit: Callable[[int], None] | None = None,
                  transport: Transport | None = None):
-        """`transport` defaults to httpx (runix.client.httpx_transport); StdlibTransport starts faster."""
+        """`transport` defaults to httpx (runix.client.httpx_transport.HttpxTransport)."""
         self.api_url = api_url.rstrip("/")
         self.token = token
         self.max_rate_limit_wait = max_rate_limit_wait

@@ -1,18 +1,14 @@
-"""How the SDK talks HTTP: one small interface, `Transport`, with two implementations beside it.
-
-- `runix.client.httpx_transport.HttpxTransport`: httpx, the SDK's default (pooling, proxies from the environment,
-  certifi's CA bundle).
-- `runix.client.stdlib_transport.StdlibTransport`: the standard library's http.client and nothing else. It imports
-  in a fraction of httpx's time, which is most of a short-lived program's start-up; the `runix` command uses it.
+"""How the SDK talks HTTP: one small interface, `Transport`, implemented with httpx by
+`runix.client.httpx_transport.HttpxTransport` (the SDK's and the `runix` command's; pooling, proxies from the
+environment, certifi's CA bundle). A caller may pass any object with the same two methods (a test double, say).
 
 A transport sends one request and hands back a `Response`; it knows nothing of the Runix API. Failures to talk at
-all are `TransportError`s, whatever the implementation; an HTTP error status is an ordinary response.
+all are `TransportError`s; an HTTP error status is an ordinary response.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
@@ -109,10 +105,3 @@ class Response:
                     return target
         return None
 
-
-def proxy_configured(url: str) -> bool:
-    """Whether the environment names a proxy for `url`'s scheme (HTTP_PROXY, HTTPS_PROXY or ALL_PROXY, any case).
-    Only httpx follows proxies, so a program choosing a transport picks HttpxTransport then."""
-    scheme = url.partition(":")[0].lower()
-    return any(os.environ.get(name) or os.environ.get(name.upper())
-               for name in (f"{scheme}_proxy", "all_proxy"))
