@@ -191,6 +191,9 @@ class RunixServer:
         return self.data_dir.parent / f"server-{self.port}.log"
 
     def process_env(self) -> dict[str, str]:
+        # The sandbox's uid range and subnet stay the defaults in every worker's servers: each cell slot (its uid,
+        # namespace and addresses) is held machine-wide by a lock (runix.pipeline.cells), so servers side by side never
+        # share one, while servers with different subnets would find a slot's namespace made with the other's addresses.
         env = {k: v for k, v in os.environ.items() if not k.startswith("RUNIX_")}
         env.update({"RUNIX_DATA_DIR": str(self.data_dir), "RUNIX_PORT": str(self.port),
                     "RUNIX_ROUTER_PORT": str(self.router_port), "RUNIX_LOG_LEVEL": "info",
