@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 DATA_DIR ?= .runix
 PORT ?= 8000
 ROUTER_PORT ?= 8080
+# Test processes (pytest-xdist workers): 2 fits the 2-core machines CI runs on. Each test file stays on one worker
+# (--dist loadfile): its module-scoped servers start once, and its test_zz tests, which restart them, still run last.
+TEST_WORKERS ?= 2
 
 .PHONY: up install install-test test lint bench clean
 
@@ -28,7 +31,7 @@ lint: install-test
 
 test: install-test
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: install-test
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done

@@ -13,14 +13,18 @@ import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
+
+from runix.pipeline.cells import try_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNIX = str(Path(sys.executable).parent / "runix")
@@ -28,12 +32,64 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_URL = os.environ.get("RUNIX_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 ADMIN_EMAIL = "operator@example.com"  # the session server's admin (RUNIX_ADMIN_EMAILS)
 REDIS_URL = os.environ.get("RUNIX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+T = TypeVar("T")
+
+
+# Ports for test servers come from a block of this pytest process's own (an xdist worker's, or another worktree's
+# run), held with a lock for the process's life, below Linux's ephemeral range (32768 on) that clients' source ports
+# come from: a port handed out here and bound a moment later by a server cannot be taken meanwhile by another worker's
+# server nor by some outgoing connection, as a port the kernel picked for bind(0) can.
+PORT_RANGE = range(20_000, 32_000)
+PORT_BLOCK_SIZE = 400
+PORT_LOCK_DIR = Path(tempfile.gettempdir()) / "runix-test-ports"
+
+
+@dataclass
+class _PortBlock:
+    ports: range
+    lock_fd: int
+    next_index: int = 0
+
+
+_port_block: _PortBlock | None = None
+
+
+def _own_port_block() -> _PortBlock:
+    global _port_block
+    if _port_block is None:
+        PORT_LOCK_DIR.mkdir(exist_ok=True)
+        for start in range(PORT_RANGE.start, PORT_RANGE.stop, PORT_BLOCK_SIZE):
+            fd = try_lock(PORT_LOCK_DIR / f"{start}.lock")
+            if fd is not None:
+                _port_block = _PortBlock(range(start, start + PORT_BLOCK_SIZE), fd)
+                break
+        else:
+            raise AssertionError(f"every block of test ports in {PORT_RANGE} is held by another pytest process")
+    return _port_block
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port of this process's block that nothing listens on now (TCP and UDP: the DNS server takes both)."""
+    block = _own_port_block()
+    for _ in range(len(block.ports)):
+        port = block.ports[block.next_index]
+        block.next_index = (block.next_index + 1) % len(block.ports)
+        with contextlib.suppress(OSError), socket.socket() as tcp, socket.socket(type=socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", port))
+            udp.bind(("127.0.0.1", port))
+            return port
+    raise AssertionError(f"no free port left in {block.ports}")
+
+
+def wait_until(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Polls `condition` until it returns something true, and returns that; fails naming `what` was awaited if it
+    has not within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (outcome := condition()):
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"waited {timeout:g}s for {what}")
+        time.sleep(interval)
+    return outcome
 
 
 def missing_service(what: str, why: str) -> None:
@@ -135,6 +191,9 @@ class RunixServer:
         return self.data_dir.parent / f"server-{self.port}.log"
 
     def process_env(self) -> dict[str, str]:
+        # The sandbox's uid range and subnet stay the defaults in every worker's servers: each cell slot (its uid,
+        # namespace and addresses) is held machine-wide by a lock (runix.pipeline.cells), so servers side by side never
+        # share one, while servers with different subnets would find a slot's namespace made with the other's addresses.
         env = {k: v for k, v in os.environ.items() if not k.startswith("RUNIX_")}
         env.update({"RUNIX_DATA_DIR": str(self.data_dir), "RUNIX_PORT": str(self.port),
                     "RUNIX_ROUTER_PORT": str(self.router_port), "RUNIX_LOG_LEVEL": "info",

@@ -27,7 +27,7 @@ from runix.pipeline.release import SYSTEM_PATH, build_release, cache_dir, load_r
 from runix.pipeline.sandbox import sandboxed
 from runix.pipeline.source import SourceLimits, pack_directory, store_upload
 from runix.settings import Settings
-from tests.support import free_port
+from tests.support import free_port, wait_until
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NO_SETTINGS = ProjectBuildSettings()
@@ -101,15 +101,16 @@ def serving(release: Release, env: dict[str, str]) -> Iterator[str]:
                      cwd=release.app_dir)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        with contextlib.suppress(httpx.TransportError):
+            httpx.get(url, timeout=1)  # any HTTP answer: the app is up
+            return True
+        return False
+
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            with contextlib.suppress(httpx.TransportError):
-                httpx.get(url, timeout=1)
-                break
-            assert time.monotonic() < deadline, "the app did not answer within 20 s"
-            time.sleep(0.05)
+        wait_until(answers, 20, "the app to answer HTTP")
         yield url
     finally:
         os.killpg(proc.pid, 9)
@@ -309,8 +310,8 @@ def test_build_timeout_kills_the_build(pipeline: Pipeline, tmp_path: Path) -> No
     assert outcome.error is not None and outcome.error.message == "Build exceeded 1 seconds"
     assert outcome.seconds < 5
     assert not pipeline.layout.release_dir(deployment_id).exists()
-    time.sleep(0.2)
-    assert processes_with("30.4821") == []
+    # The build's processes were sent SIGKILL; they are gone once the kernel has torn them down.
+    wait_until(lambda: not processes_with("30.4821"), 10, "the killed build's processes to be gone")
 
 
 def test_cancel_kills_the_build_and_cleans_up(pipeline: Pipeline, tmp_path: Path) -> None:
@@ -334,8 +335,8 @@ def test_cancel_kills_the_build_and_cleans_up(pipeline: Pipeline, tmp_path: Path
 
     asyncio.run(scenario())
     assert not pipeline.layout.release_dir(deployment_id).exists()
-    time.sleep(0.2)
-    assert processes_with("40.4821") == []
+    # The build's processes were sent SIGKILL; they are gone once the kernel has torn them down.
+    wait_until(lambda: not processes_with("40.4821"), 10, "the killed build's processes to be gone")
 
 
 def test_sandbox_hides_the_data_dir_other_releases_and_server_secrets(

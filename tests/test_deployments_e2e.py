@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.dns_server import LoopbackDns, dns  # noqa: F401 - the fixture
-from tests.support import ROOT, Account, RunixServer, running_server, tar_folder
+from tests.support import ROOT, Account, RunixServer, running_server, tar_folder, wait_until
 
 EXAMPLES = ROOT / "examples"
 SETTLED = {"READY", "ERROR", "CANCELED"}
@@ -283,7 +283,7 @@ def test_redeploy_and_rollback_under_steady_traffic_lose_no_request(user: Accoun
     deploy_server.set_plan(user, "pro")
     new_project(user, "steady")
     v1 = deploy(user, "steady", stdlib_app("v1"))
-    results: Counter[str] = Counter()
+    answers: list[str] = []  # every request's outcome, in order (list.append is atomic across threads)
     stop = threading.Event()
 
     def hammer() -> None:
@@ -291,27 +291,31 @@ def test_redeploy_and_rollback_under_steady_traffic_lose_no_request(user: Accoun
             while not stop.is_set():
                 try:
                     r = client.get("/", headers={"Host": "steady.localhost"})
-                    results[f"{r.status_code} {r.text}"] += 1
+                    answers.append(f"{r.status_code} {r.text}")
                 except httpx.HTTPError as exc:
-                    results[f"error {type(exc).__name__}"] += 1
+                    answers.append(f"error {type(exc).__name__}")
+
+    def keeps_serving(version: str) -> None:
+        """Waits until traffic has gone on past the switch: 20 answers from `version` after this moment."""
+        since = len(answers)
+        wait_until(lambda: answers[since:].count(f"200 {version} -") >= 20, 30, f"20 answers from {version}")
 
     threads = [threading.Thread(target=hammer) for _ in range(3)]
     for t in threads:
         t.start()
     try:
-        time.sleep(0.3)
+        keeps_serving("v1")
         v2 = deploy(user, "steady", stdlib_app("v2"))
-        time.sleep(0.3)
+        keeps_serving("v2")
         assert user.client.post(f"/deployments/{v1['id']}/promote").status_code == 200
-        time.sleep(0.3)
+        keeps_serving("v1")
         assert user.client.post(f"/deployments/{v2['id']}/promote").status_code == 200
-        time.sleep(0.3)
+        keeps_serving("v2")
     finally:
         stop.set()
         for t in threads:
             t.join()
-    assert set(results) == {"200 v1 -", "200 v2 -"}, results
-    assert sum(results.values()) > 50
+    assert set(answers) == {"200 v1 -", "200 v2 -"}, Counter(answers)
 
 
 def test_events_follow_over_sse_until_ready_and_resume_from_last_event_id(user: Account) -> None:

@@ -30,6 +30,18 @@ DEFAULT_SUBNET = "10.89.0.0/16"  # RUNIX_SANDBOX_SUBNET: a /30 per slot, host si
 FILLER_UID_OFFSET = 0  # base+0: the bytecode compiler; tenant cells start at base+1
 
 
+def try_lock(path: Path) -> int | None:
+    """An open descriptor of `path` (made if missing) that holds its exclusive lock until it is closed, or None while
+    another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 class IsolationUnavailable(Exception):
     """The machine cannot isolate tenants (a tool is missing, or namespaces or cgroups cannot be used)."""
 
@@ -114,14 +126,10 @@ class CellPool:
             start = self._next
             for i in range(self.slots):
                 slot = 1 + (start - 1 + i) % self.slots
-                fd = os.open(LOCK_DIR / f"{slot}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    os.close(fd)
-                    continue
-                self._next = slot % self.slots + 1
-                break
+                fd = try_lock(LOCK_DIR / f"{slot}.lock")
+                if fd is not None:
+                    self._next = slot % self.slots + 1
+                    break
             else:
                 raise IsolationUnavailable(f"all {self.slots} sandbox slots are in use")
         try:

@@ -472,7 +472,9 @@ class _Client(asyncio.Protocol):
             if error is None:
                 task.result()[1].transport.close()
             return
-        if error is not None:
+        # A new connection already closing was closed by the app before this ran (it died just then): nothing would
+        # ever answer on it, and writing to it fails.
+        if error is not None or task.result()[1].transport.is_closing():
             self._reply(pages.app_down)
         else:
             self._send(task.result()[1])
