@@ -106,6 +106,13 @@ def events_text(account: Account, deployment_id: str) -> str:
     return "\n".join(e["text"] for e in account.client.get(f"/deployments/{deployment_id}/events").json())
 
 
+def wait_for_event(account: Account, deployment_id: str, text: str, within: float) -> None:
+    deadline = time.monotonic() + within
+    while text not in events_text(account, deployment_id):
+        assert time.monotonic() < deadline, f"no event saying {text!r} within {within}s"
+        time.sleep(0.2)
+
+
 class Router:
     def __init__(self, server: RunixServer):
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{server.router_port}", timeout=30)
@@ -381,10 +388,7 @@ def test_preview_sleeps_when_idle_wakes_on_request_and_restarts_after_a_crash(us
     host = host_of(preview["url"])
     assert router.get(host).text == "v2 -"
 
-    deadline = time.monotonic() + IDLE_TIMEOUT * 4
-    while "Asleep after" not in events_text(user, preview["id"]):
-        assert time.monotonic() < deadline, "the idle preview never went to sleep"
-        time.sleep(0.2)
+    wait_for_event(user, preview["id"], "Asleep after", within=IDLE_TIMEOUT * 4)  # the idle preview sleeps
     assert router.get(host).text == "v2 -"  # held by the router until the app woke up
     assert "Asleep after" not in events_text(user, production["id"])  # production stays warm
 
@@ -395,13 +399,6 @@ def test_preview_sleeps_when_idle_wakes_on_request_and_restarts_after_a_crash(us
         time.sleep(0.1)
     assert r.text == "v1 -"
     assert "exited with code 3" in events_text(user, production["id"])
-
-
-def wait_for_event(account: Account, deployment_id: str, text: str, within: float) -> None:
-    deadline = time.monotonic() + within
-    while text not in events_text(account, deployment_id):
-        assert time.monotonic() < deadline, f"no event saying {text!r} within {within}s"
-        time.sleep(0.2)
 
 
 def test_only_the_previous_production_deployment_stays_running_and_only_for_a_while(

@@ -156,11 +156,17 @@ class Deployer:
         """Cancels the builds; each goes back to QUEUED. A build canceled before its pipeline reached its own handler
         (between claiming the row and entering the try) is moved back here, so none is left BUILDING to end in ERROR
         on the next start."""
-        ids = await self.queue.stop()
-        for deployment_id in ids:
-            if await self._move(deployment_id, IN_PROGRESS, "QUEUED", build_started_at=None):
+        for deployment_id in await self.queue.stop():
+            if await self._requeue(deployment_id):
                 log.warning("build moved back to the queue by the stop", deployment_id=deployment_id)
-                await self._discard(deployment_id)
+
+    async def _requeue(self, deployment_id: str) -> bool:
+        """A build the stop interrupted goes back to QUEUED and what it had made goes; one that settled meanwhile (a
+        READY app) is left as it is. Returns whether it was put back."""
+        if not await asyncio.shield(self._move(deployment_id, IN_PROGRESS, "QUEUED", build_started_at=None)):
+            return False
+        await asyncio.shield(self._discard(deployment_id))
+        return True
 
     async def _stop_follows(self) -> bool:
         """Whether the server stops within its graceful-shutdown time: after a signal to its process group, the
@@ -349,8 +355,8 @@ class Deployer:
         url = self.ctx.app_url(job.host_label)
         self._system(deployment_id, f"Ready at {url}" + (" (production)" if promoted else ""))
         await self.events.settled(deployment_id, "READY")
-        if promoted:
-            await self._sleep_superseded(job.project_id)
+        if promoted:  # not awaited: draining the older apps must not hold this build's slot
+            self._spawn(self._sleep_superseded(job.project_id))
 
     async def _run(self, spec: AppSpec) -> None:
         async with self._lock(spec.deployment_id):
@@ -367,10 +373,10 @@ class Deployer:
     async def _interrupted(self, deployment_id: str) -> None:
         """A build task was canceled: by the user (already CANCELED) or by the server stopping (queued again)."""
         try:
-            await asyncio.shield(self._discard(deployment_id))
             if self._stopping:
-                await asyncio.shield(self._move(deployment_id, IN_PROGRESS, "QUEUED", build_started_at=None))
+                await self._requeue(deployment_id)
             else:
+                await asyncio.shield(self._discard(deployment_id))
                 self._system(deployment_id, "Canceled")
                 await asyncio.shield(self._move(deployment_id, IN_PROGRESS, "CANCELED", finished_at=utcnow(),
                                                 error="Canceled before it was ready"))
@@ -624,15 +630,16 @@ class Deployer:
         warm: set[str] = set()
         previous: dict[str, tuple[float, str]] = {}
         replaced_at: dict[str, float] = {}  # when the current production deployment took over from the previous
+        now = time.time()
         for row in s.execute(stmt):
             promoted_at = (row.meta or {}).get("promoted_at")
             if row.id == row.production_deployment_id:
                 warm.add(row.id)
-                replaced_at[row.project_id] = promoted_at or time.time()
+                replaced_at[row.project_id] = promoted_at or now
             elif promoted_at is not None and promoted_at > previous.get(row.project_id, (0.0, ""))[0]:
                 previous[row.project_id] = (promoted_at, row.id)
         # The rollback target stays warm only for `rollback_warm_seconds` after it was replaced.
-        now, window = time.time(), self.settings.rollback_warm_seconds
+        window = self.settings.rollback_warm_seconds
         return warm | {deployment_id for project_id, (_, deployment_id) in previous.items()
                        if now - replaced_at.get(project_id, now) < window}
 
